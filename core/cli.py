@@ -1,0 +1,39 @@
+"""``python -m core``: one subcommand per module in ``core/commands``.
+
+Each command module defines ``add_parser(subparsers)``, which registers its parser and
+sets ``func`` (``func(args) -> int``). Errors the user can fix (``DatasetError`` and any
+other ``UserError``) print as one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import core.commands
+from core.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core",
+        description="Brain Encoding Studio: fMRI encoding models for NSD / Algonauts data.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for info in sorted(pkgutil.iter_modules(core.commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"core.commands.{info.name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
