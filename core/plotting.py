@@ -392,7 +392,7 @@ def _as_pairs(surface, values) -> list[tuple[str, Surface, np.ndarray | None]]:
     return [(s.hemi, s, v) for s, v in zip(surfaces, vals)]
 
 
-def _fit_values(surface: Surface, values) -> np.ndarray | None:
+def fit_values(surface: Surface, values) -> np.ndarray | None:
     if values is None:
         return None
     v = np.asarray(values)
@@ -448,7 +448,7 @@ def plot_surface_map(
     ``aspect``: the width / height the figure will have on screen (a hint; default 1.6 per hemisphere
     up to 2.5 for two): cameras step back so that each hemisphere fits its scene.
     """
-    pairs = [(h, s, _fit_values(s, v)) for h, s, v in _as_pairs(surface, values)]
+    pairs = [(h, s, fit_values(s, v)) for h, s, v in _as_pairs(surface, values)]
     if not pairs:
         raise SurfaceError("nothing to plot: no surface given")
     if labels is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+import core.compare  # noqa: F401  (registers the accuracy maps of finished runs)
 from core import plotting, surfaces
 from core.dataset import HEMI_NAMES, HEMIS, ROI_CLASSES
 from core.errors import UserError
@@ -158,3 +159,5 @@ else:
         unit = f" ({first.unit})" if first.unit else ""
         show({h: maps_by_hemi[h][name].values for h in hemis}, colorbar_title=f"{name}{unit}",
              title=f"{subj.name}: {name}", **opts)  # fmt: skip
+
+st.page_link("pages/6_Flatmaps.py", label="Flat map (pycortex or nilearn) and a shareable 3-D viewer")
