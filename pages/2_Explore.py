@@ -160,4 +160,4 @@ else:
         show({h: maps_by_hemi[h][name].values for h in hemis}, colorbar_title=f"{name}{unit}",
              title=f"{subj.name}: {name}", **opts)  # fmt: skip
 
-st.page_link("pages/6_Flatmaps.py", label="Flat map (pycortex or nilearn) and a shareable 3-D viewer")
+st.markdown("The same maps as a flat map or a shareable 3-D viewer: the [Flatmaps](Flatmaps) page.")
