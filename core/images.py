@@ -1,0 +1,200 @@
+"""Decode and preprocess stimulus images once per (image list, resolution); cache them.
+
+The cache holds the images resized to ``resolution x resolution`` (squashed, as the
+Algonauts devkit's ``Resize((224, 224))``: PIL bilinear with antialiasing) as one
+uint8 ``images.npy`` of shape ``(n, R, R, 3)`` (RGB, channels last), beside a
+``meta.json``. It lives in ``cache_dir()/images/<key>/``, where the key covers the
+image list's fingerprint (names, sizes, modification times), the resolution and the
+preprocessing version, and is published atomically. Trying another model or layer
+then costs only forward passes: batches are read with ``pread`` (or memory-mapped via
+:meth:`ImageCache.array`), normalised on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from core import paths
+from core.atomicdir import clean_stale, staging_dir
+from core.errors import DatasetError, UserError
+from core.fileio import write_json
+from core.npystream import NpyReader, NpyWriter
+from core.progress import Progress, report
+
+PREPROCESS_VERSION = 1
+RESIZE = "squash-bilinear-antialias"  # PIL Image.resize((R, R), BILINEAR), as torchvision Resize((R, R))
+
+
+def preprocessing_spec(resolution: int) -> dict:
+    return {"resolution": int(resolution), "resize": RESIZE, "color": "RGB", "version": PREPROCESS_VERSION}
+
+
+def fingerprint_images(images: Sequence[str | os.PathLike]) -> str:
+    """sha256 over the ordered image list: file names, sizes and modification times."""
+    h = hashlib.sha256()
+    for p in images:
+        p = Path(p)
+        try:
+            st = p.stat()
+        except OSError as exc:
+            raise DatasetError(f"{p}: image not readable ({exc.strerror or exc})") from None
+        h.update(f"{p.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def decode_image(path: str | os.PathLike, resolution: int) -> np.ndarray:
+    """One image as uint8 ``(R, R, 3)`` RGB; a DatasetError naming the file if it is unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")  # decodes the whole file: truncation shows up here
+            if im.size != (resolution, resolution):
+                im = im.resize((resolution, resolution), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib errors...
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(f"{path}: unreadable or truncated image ({msg[:200]})") from None
+    if arr.shape != (resolution, resolution, 3):
+        raise DatasetError(f"{path}: decoded to an unexpected shape {arr.shape}")
+    return arr
+
+
+class _DecodeDataset:
+    """A torch Dataset: item i -> (i, image or None, error message or None); never raises in a worker."""
+
+    def __init__(self, images: Sequence[Path], resolution: int):
+        self.images = [str(p) for p in images]
+        self.resolution = resolution
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, decode_image(self.images[i], self.resolution), None
+        except DatasetError as exc:
+            return i, None, str(exc)
+
+
+def _collate(items):
+    return items
+
+
+@dataclass
+class ImageCache:
+    """A published image cache entry."""
+
+    path: Path  # the entry folder
+    n: int
+    resolution: int
+    fingerprint: str
+
+    @property
+    def file(self) -> Path:
+        return self.path / "images.npy"
+
+    def reader(self) -> NpyReader:
+        return NpyReader(self.file)
+
+    def array(self) -> np.ndarray:
+        """The whole cache, memory-mapped read-only: ``(n, R, R, 3)`` uint8."""
+        return np.load(self.file, mmap_mode="r")
+
+    @property
+    def meta(self) -> dict:
+        return json.loads((self.path / "meta.json").read_text())
+
+
+def image_cache_key(fingerprint: str, resolution: int) -> str:
+    spec = json.dumps({"fingerprint": fingerprint, **preprocessing_spec(resolution)}, sort_keys=True)
+    return f"{fingerprint[:16]}-{resolution}px-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
+
+
+def _open_existing(entry: Path, n: int, resolution: int, fingerprint: str) -> ImageCache | None:
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        with NpyReader(entry / "images.npy") as r:
+            ok = r.shape == (n, resolution, resolution, 3) and r.dtype == np.uint8
+            size_ok = (entry / "images.npy").stat().st_size >= r._offset + n * resolution * resolution * 3  # noqa: SLF001
+        if ok and size_ok and meta.get("fingerprint") == fingerprint:
+            return ImageCache(entry, n, resolution, fingerprint)
+    except (OSError, ValueError, json.JSONDecodeError):
+        pass
+    return None
+
+
+def default_workers(n_images: int) -> int:
+    if n_images < 64:
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1)))
+
+
+def build_image_cache(
+    images: Sequence[str | os.PathLike],
+    resolution: int,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+    progress: Progress | None = None,
+    fingerprint: str | None = None,
+) -> ImageCache:
+    """The cache entry for ``images`` at ``resolution``; decodes (in DataLoader workers) only if missing.
+
+    An unreadable or truncated image stops the build with a one-line DatasetError
+    naming the file; nothing is published.
+    """
+    images = [Path(p) for p in images]
+    if not images:
+        raise UserError("no images given")
+    if resolution < 16 or resolution > 4096:
+        raise UserError(f"resolution must be between 16 and 4096 pixels (got {resolution})")
+    fingerprint = fingerprint or fingerprint_images(images)
+    root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
+    parent = root / "images"
+    entry = parent / image_cache_key(fingerprint, resolution)
+    found = _open_existing(entry, len(images), resolution, fingerprint)
+    if found is not None:
+        report(progress, 1.0, "images cached")
+        return found
+    clean_stale(parent)
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    n = len(images)
+    workers = default_workers(n) if num_workers is None else num_workers
+    loader = DataLoader(
+        _DecodeDataset(images, resolution), batch_size=32, shuffle=False, num_workers=workers,
+        collate_fn=_collate, prefetch_factor=4 if workers else None, persistent_workers=False,
+    )
+    t0 = time.perf_counter()
+    with staging_dir(entry) as tmp:
+        with NpyWriter(tmp / "images.npy", (n, resolution, resolution, 3), np.uint8) as writer:
+            done = 0
+            it = iter(loader)
+            try:
+                for batch in it:
+                    for i, arr, err in batch:
+                        if err is not None:
+                            raise DatasetError(err)
+                        assert i == done
+                        writer.write(arr[None])
+                        done += 1
+                    report(progress, done / n, f"decoding images {done}/{n}")
+            finally:
+                del it  # shuts the workers down before the staging folder goes
+        write_json(tmp / "meta.json", {
+            "fingerprint": fingerprint, "n": n, **preprocessing_spec(resolution),
+            "names": [p.name for p in images], "source_dir": str(images[0].parent),
+            "decode_seconds": round(time.perf_counter() - t0, 3), "torch": torch.__version__,
+        })
+    return ImageCache(entry, n, resolution, fingerprint)

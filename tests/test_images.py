@@ -1,0 +1,79 @@
+"""Image cache: decode once per (image list, resolution), reuse, fail cleanly on a bad file."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import images as images_mod
+from core.errors import DatasetError
+from core.images import build_image_cache, decode_image, fingerprint_images
+
+
+def _pngs(folder, n, seed=0, size=425, mode="RGB"):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for i in range(n):
+        a, b, c = rng.uniform(0.5, 6, 3)
+        img = np.stack([np.sin(a * 6 * xx + b), np.cos(c * 6 * yy), np.sin(a * xx * yy * 9)], -1)
+        img = ((img + 1) * 127.5).astype(np.uint8)
+        p = folder / f"img-{i:04d}.png"
+        Image.fromarray(img).convert(mode).save(p)
+        out.append(p)
+    return out
+
+
+def test_cache_built_once_and_reused(tmp_path, monkeypatch):
+    paths = _pngs(tmp_path / "imgs", 5)
+    cache = build_image_cache(paths, 48, cache_dir=tmp_path / "c")
+    arr = cache.array()
+    assert arr.shape == (5, 48, 48, 3) and arr.dtype == np.uint8
+    assert np.array_equal(arr[2], decode_image(paths[2], 48))
+    with cache.reader() as r:
+        assert np.array_equal(r.read(1, 4), arr[1:4])
+    assert cache.meta["names"] == [p.name for p in paths]
+
+    def boom(*_a, **_k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(images_mod, "decode_image", boom)
+    again = build_image_cache(paths, 48, cache_dir=tmp_path / "c")
+    assert again.path == cache.path
+    with pytest.raises(AssertionError):  # another resolution is another entry
+        build_image_cache(paths, 32, cache_dir=tmp_path / "c", num_workers=0)
+
+
+def test_modes_are_converted_to_rgb(tmp_path):
+    for mode in ("L", "RGBA", "P"):
+        (p,) = _pngs(tmp_path / mode, 1, mode=mode)
+        assert decode_image(p, 32).shape == (32, 32, 3)
+
+
+def test_fingerprint_tracks_names_sizes_mtimes(tmp_path):
+    paths = _pngs(tmp_path / "imgs", 3)
+    fp = fingerprint_images(paths)
+    assert fp == fingerprint_images(paths)
+    assert fp != fingerprint_images(paths[::-1])
+    st = paths[0].stat()
+    os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert fp != fingerprint_images(paths)
+    with pytest.raises(DatasetError, match="missing.png"):
+        fingerprint_images([tmp_path / "missing.png"])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_truncated_image_names_the_file_and_leaves_nothing(tmp_path, workers):
+    paths = _pngs(tmp_path / "imgs", 70 if workers else 4)
+    bad = paths[len(paths) // 2]
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(DatasetError) as exc:
+        build_image_cache(paths, 32, cache_dir=tmp_path / "c", num_workers=workers)
+    msg = str(exc.value)
+    assert str(bad) in msg and "\n" not in msg and "truncated" in msg
+    assert not any((tmp_path / "c" / "images").iterdir())
