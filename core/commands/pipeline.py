@@ -1,0 +1,127 @@
+"""``python -m core pipeline``: features, encoding with validation, refit, submission, in one command.
+
+    python -m core pipeline --data DIR --subjects 1 [2 ...] --model NAME --weights WEIGHTS \\
+        --layers L [L ...] --out OUT [--device cpu|cuda] [--estimator ridge|ols|banded]
+
+Writes ``OUT/submission.zip`` (Algonauts 2023 layout, validated) and ``OUT/metrics.json``
+(``{"subjXX": {lh_median_r, rh_median_r, roi_median_r, noise_normalized}, "seconds": {...}}``;
+``noise_normalized`` is the challenge score in percent over both hemispheres, null without noise
+ceilings). An Algonauts 2021 (videos) dataset writes ``OUT/mini_track.zip`` and/or
+``OUT/full_track.zip`` instead. Everything is checked before any work starts; on an error nothing
+is written to OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from core.errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="extract, fit, validate, refit and write the submission zip + metrics",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="data directory holding subj01 ... subj08")
+    p.add_argument("--subjects", required=True, nargs="+", metavar="N", help="subject numbers (1 2 ...)")
+    p.add_argument("--model", required=True, help="torchvision model name (e.g. mobilenet_v2, alexnet)")
+    p.add_argument("--weights", required=True,
+                   help="imagenet-offline (mobilenet_v2), DEFAULT or a torchvision enum name, a .pth file, or random")
+    p.add_argument("--layers", required=True, nargs="+", metavar="L", help="layers (concatenated; banded: one band each)")
+    p.add_argument("--out", required=True, type=Path, help="output directory (submission.zip, metrics.json)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--estimator", choices=("ridge", "ols", "banded"), default="ridge", help="default: ridge")
+    p.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
+    p.add_argument("--n-components", type=int, default=100, help="PCA components per layer (default 100)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out validation fraction (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of PCA and the validation split (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    v = p.add_argument_group("Algonauts 2021 (videos) datasets")
+    v.add_argument("--frames", type=int, default=8, help="frames sampled per video (default 8)")
+    v.add_argument("--tracks", nargs="+", choices=("mini_track", "full_track"), default=["mini_track", "full_track"],
+                   help="challenge tracks to fit and submit (default both)")
+    v.add_argument("--motion-energy", action="store_true", help="add pymoten motion-energy features")
+    p.set_defaults(func=run)
+    p.error = _one_line_error  # type: ignore[method-assign]
+
+
+def _one_line_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.dataset2021 import is_2021_layout
+
+    return (_run_2021 if is_2021_layout(args.data) else _run_2023)(args)
+
+
+def _in_work_dir(out: Path, produce) -> dict:
+    """Run ``produce(work) -> (metrics, names)`` in a folder beside ``out``; move only ``names`` into ``out``."""
+    out = out.expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = out.parent / f".{out.name}.pipeline-{os.getpid()}"
+        work.mkdir()
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the output here ({exc.strerror})") from None
+    try:
+        metrics, names = produce(work)
+        out.mkdir(exist_ok=True)
+        for name in names:
+            os.replace(work / name, out / name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return metrics
+
+
+def _progress(args: argparse.Namespace):
+    from core.progress import TqdmProgress
+
+    return contextlib.nullcontext() if args.quiet else TqdmProgress(desc="pipeline")
+
+
+def _run_2023(args: argparse.Namespace) -> int:
+    from core.tasks import METRICS, SUBMISSION, EncodingConfig, encode
+
+    cfg = EncodingConfig(
+        data=str(args.data), subjects=list(args.subjects), model=args.model, weights=args.weights,
+        layers=list(args.layers), device=args.device, estimator=args.estimator, resolution=args.resolution,
+        n_components=args.n_components, val_fraction=args.val_fraction, seed=args.seed,
+    ).checked()
+    with _progress(args) as bar:
+        metrics = _in_work_dir(args.out, lambda work: (encode(cfg, work, submission=True, progress=bar),
+                                                       (SUBMISSION, METRICS)))
+    for name in (f"subj{s:02d}" for s in cfg.subjects):
+        m = metrics[name]
+        nn = "n/a" if m["noise_normalized"] is None else f"{m['noise_normalized']:.1f}%"
+        print(f"{name}: median r lh {m['lh_median_r']:.3f}, rh {m['rh_median_r']:.3f}; noise-normalised {nn}")
+    print(f"wrote {args.out / SUBMISSION} and {args.out / METRICS} in {metrics['seconds']['total']:.0f} s")
+    return 0
+
+
+def _run_2021(args: argparse.Namespace) -> int:
+    from core.motion_energy import MotionEnergyConfig
+    from core.pipeline2021 import METRICS, run_pipeline_2021, summary_lines
+
+    def produce(work: Path):
+        metrics = run_pipeline_2021(
+            args.data, args.subjects, args.model, args.weights, args.layers, work, device=args.device,
+            estimator=args.estimator, progress=bar, n_frames=args.frames, resolution=args.resolution,
+            n_components=args.n_components, val_fraction=args.val_fraction, seed=args.seed, tracks=args.tracks,
+            motion_energy=MotionEnergyConfig() if args.motion_energy else None,
+        )
+        return metrics, (*metrics["submissions"].values(), METRICS)
+
+    with _progress(args) as bar:
+        metrics = _in_work_dir(args.out, produce)
+    print("\n".join(summary_lines(metrics)))
+    written = ", ".join(str(args.out / n) for n in (*metrics["submissions"].values(), METRICS))
+    print(f"wrote {written} in {metrics['seconds']['total']:.0f} s")
+    return 0
