@@ -69,6 +69,37 @@ def demo_root(tmp_path_factory) -> Path:
     return generate_demo(tmp_path_factory.mktemp("demo") / "data", subjects=(1, 2), n_train=120, n_test=12, seed=0)
 
 
+@pytest.fixture(scope="session")
+def demo2021_root(tmp_path_factory) -> Path:
+    """A small Algonauts 2021 video demo, generated once per test session."""
+    from core.demo2021 import DemoConfig, generate_demo2021
+
+    config = DemoConfig(subjects=(1, 2), n_train=40, n_test=8, n_reps=3, size=64, fps=10, seconds=1.0, seed=0)
+    return generate_demo2021(tmp_path_factory.mktemp("demo2021") / "data", config)
+
+
+FAST = dict(model="mobilenet_v2", weights="imagenet-offline", resolution=64, n_components=20, device="cpu")
+# (subject, layer), oldest first: subj01 has two layers to compare, subj02 one run
+RUNS = ((1, "features.3"), (1, "features.6"), (2, "features.6"))
+
+
+@pytest.fixture(scope="session")
+def finished_workspace(tmp_path_factory, demo_root) -> Path:
+    """A run store with three done ridge fits on the demo, executed in this process as a worker would."""
+    ws = tmp_path_factory.mktemp("finished-runs")
+    from core import jobs, tasks
+    from core.runstore import RunStore
+
+    store, cache = RunStore(ws), str(ws / "features")
+    tasks.extract(tasks.FeatureConfig(data=str(demo_root), subjects=[1, 2], layers=["features.3", "features.6"],
+                                      cache_dir=cache, **FAST))  # fmt: skip
+    for subject, layer in RUNS:
+        config = tasks.EncodingConfig(data=str(demo_root), subjects=[subject], layers=[layer], cache_dir=cache, **FAST)
+        run = store.create("fit", tasks.check_config("fit", config.to_dict()))
+        assert jobs.execute(store, run.id) == "done", store.read_log(run.id)
+    return ws
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,10 +107,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def dashboard(demo_root, tmp_path_factory):
+def dashboard_workspace(tmp_path_factory) -> Path:
+    """The (initially empty) run store of the ``dashboard`` server."""
+    return tmp_path_factory.mktemp("workspace")
+
+
+@pytest.fixture(scope="session")
+def dashboard(demo_root, dashboard_workspace, tmp_path_factory):
     """``streamlit run app.py`` on the demo dataset; yields its base URL and stops it afterwards."""
     port = _free_port()
-    env = dict(os.environ, BES_DATA_DIR=str(demo_root), BES_CACHE_DIR=str(tmp_path_factory.mktemp("cache")))
+    env = dict(os.environ, BES_DATA_DIR=str(demo_root), BES_CACHE_DIR=str(tmp_path_factory.mktemp("cache")),
+               BES_WORKSPACE=str(dashboard_workspace))
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1"],
