@@ -1,4 +1,7 @@
-"""``python -m core info --data DIR``: subjects, image and vertex counts, ROIs per hemisphere."""
+"""``python -m core info --data DIR``: subjects, image and vertex counts, ROIs per hemisphere.
+
+An Algonauts 2021 (videos) dataset prints clip counts and voxel counts per ROI instead.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from core.dataset import HEMIS, open_dataset
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="summarise an Algonauts 2023 dataset (validates it)")
-    p.add_argument("--data", required=True, help="data directory holding subj01 ... subj08")
+    p = sub.add_parser("info", help="summarise an Algonauts 2023 or 2021 dataset (validates it)")
+    p.add_argument("--data", required=True, help="data directory (subj01 ... subj08, or the 2021 layout)")
     p.add_argument("--subjects", nargs="*", help="only these subjects (default: all found)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run)
@@ -33,13 +36,27 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def format_summary_2021(summary: dict) -> str:
+    """The human-readable block for one subject of an Algonauts 2021 dataset."""
+    lines = [f"{summary['subject']}: {summary['n_train']} training clips, {summary['n_test']} test clips"]
+    for track, rois in summary["tracks"].items():
+        voxels = ", ".join(f"{r} {summary['n_voxels'][r]} ({summary['n_reps'][r]} reps)" for r in rois)
+        lines.append(f"  {track}: {voxels}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    ds = open_dataset(args.data, args.subjects or None)
+    from core.dataset2021 import is_2021_layout, open_dataset2021
+
+    if is_2021_layout(args.data):
+        ds, fmt, kind = open_dataset2021(args.data, args.subjects or None), format_summary_2021, "Algonauts 2021"
+    else:
+        ds, fmt, kind = open_dataset(args.data, args.subjects or None), format_summary, "Algonauts 2023"
     summaries = [s.summary() for s in ds]
     if args.json:
-        print(json.dumps({"data": str(ds.root), "subjects": summaries}, indent=2))
+        print(json.dumps({"data": str(ds.root), "kind": kind, "subjects": summaries}, indent=2))
     else:
-        print(f"dataset: {ds.root} ({len(summaries)} subjects)")
+        print(f"dataset: {ds.root} ({kind}, {len(summaries)} subjects)")
         for s in summaries:
-            print(format_summary(s))
+            print(fmt(s))
     return 0
