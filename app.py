@@ -21,6 +21,8 @@ Current data: `{sel.dataset.root}` — {len(sel.dataset.subjects)} subject(s).
 3. **Runs** — launch feature extraction and encoding fits in the background and follow them.
 4. **Compare** — per-ROI accuracy of runs side by side.
 5. **Submission** — build and download the challenge submission zip.
+6. **Flatmaps** — any map as a flat map (pycortex or nilearn) and a shareable WebGL viewer.
+7. **Videos** — the Algonauts 2021 video challenge: data, runs, ROI bars, glass brains, submissions.
 
 Everything here is also available without the dashboard: `python -m core --help`.
 """

@@ -4,7 +4,9 @@
   directory, newest first; ``run_title`` names a run in legends and menus.
 * ``summary_table`` (median r per hemisphere, challenge score) and ``roi_table`` (every run's
   ``roi_r.csv`` stacked, one row per run, hemisphere and ROI) are pandas tables ready for CSV.
-* ``roi_bar_chart`` draws per-ROI median r as grouped bars, left and right hemisphere;
+* ``summary_table_2021`` and ``roi_table_2021`` are the same for Algonauts 2021 (video) runs of
+  ``core.pipeline2021`` (per track and ROI instead of per hemisphere).
+* ``roi_bar_chart`` draws per-ROI median r as grouped bars, left and right hemisphere (or any panels);
   ``layer_roi_matrix`` + ``layer_heatmap`` show which layer predicts which ROI best;
   ``accuracy_surface_figure`` puts a run's validation r on fsaverage (``core.plotting``).
 * Importing this module registers the ``runs`` per-vertex map provider (``core.surfaces``): the
@@ -26,6 +28,7 @@ from plotly.subplots import make_subplots
 
 from core import backbones, jobs, plotting, surfaces, tasks
 from core.dataset import HEMIS, ROI_CLASSES
+from core.dataset2021 import TRACKS as TRACKS_2021
 from core.runstore import DB_NAME, Run, RunStore, default_workspace
 
 RESULT_KINDS = ("fit", "pipeline")
@@ -33,6 +36,7 @@ MAX_MAPS = 12  # newest runs offered as per-vertex maps
 RUN_COLUMNS = ("run", "run_id", "label", "model", "weights", "layers", "estimator")
 ROI_COLUMNS = (*RUN_COLUMNS, "hemi", "roi", "roi_class", "n_vertices", "median_r", "mean_r", "median_noise_normalized")
 _ROI_CLASS = {roi: cls for cls, names in ROI_CLASSES.items() for roi in names}
+ROI_COLUMNS_2021 = ("track", "roi", "n_voxels", "median_r", "mean_r", "median_noise_normalized")
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -99,10 +103,33 @@ def roi_table(runs: Sequence[Run], subject: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(ROI_COLUMNS))
 
 
-def noise_normalized_pivot(table: pd.DataFrame) -> pd.DataFrame:
-    """Median noise-normalised accuracy (%) with one row per hemisphere and ROI, one column per run."""
-    wide = table.pivot_table(index=["hemi", "roi"], columns="run", values="median_noise_normalized", sort=False)
+def noise_normalized_pivot(table: pd.DataFrame, index: Sequence[str] = ("hemi", "roi")) -> pd.DataFrame:
+    """Median noise-normalised accuracy (%) with one row per hemisphere and ROI (``index``: the table's
+    columns naming a row, e.g. ``("track", "roi")`` for ``roi_table_2021``), one column per run."""
+    wide = table.pivot_table(index=list(index), columns="run", values="median_noise_normalized", sort=False)
     return wide.reindex(columns=list(dict.fromkeys(table["run"])))
+
+
+# -- Algonauts 2021 (videos) runs ----------------------------------------------------------------
+def summary_table_2021(runs: Sequence[Run], subject: int) -> pd.DataFrame:
+    """One row per ``core.pipeline2021`` run: its config, whole-brain median r and the noise-normalised
+    score (%) of each track (None for a track the run did not fit)."""
+    rows = []
+    for run in runs:
+        m = tasks.load_metrics(run)[f"sub{subject:02d}"]
+        nn = m.get("noise_normalized") or {}
+        rows.append({**_describe(run), "WB median r": m.get("wb_median_r"),
+                     **{f"{t} score (%)": nn.get(t) for t in TRACKS_2021}})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def roi_table_2021(runs: Sequence[Run], subject: int) -> pd.DataFrame:
+    """Every ``core.pipeline2021`` run's per-ROI table stacked: run, config, track, roi (mini-track ROIs,
+    then ``WB``), n_voxels, median_r, mean_r, median_noise_normalized (NaN where undefined)."""
+    from core.pipeline2021 import read_roi_table
+
+    rows = [{**_describe(run), **row} for run in runs for row in read_roi_table(run.dir, subject)]
+    return pd.DataFrame(rows, columns=[*RUN_COLUMNS, *ROI_COLUMNS_2021])
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -116,20 +143,32 @@ def _color(i: int) -> str:
     return plotting.CATEGORY_COLORS[i % len(plotting.CATEGORY_COLORS)]
 
 
-def roi_bar_chart(table: pd.DataFrame, title: str | None = None, height: int = 620) -> go.Figure:
-    """Grouped bars of per-ROI median r, one colour per run: left hemisphere above, right below."""
+def roi_bar_chart(table: pd.DataFrame, title: str | None = None, height: int = 620, *, facet: str | None = "hemi",
+                  facets: Mapping[str, str] | None = None, count: str = "n_vertices",
+                  unit: str = "vertices") -> go.Figure:
+    """Grouped bars of per-ROI median r, one colour per run: left hemisphere above, right below.
+
+    More generally one panel per value of the column ``facet`` (``facets``: value -> panel title,
+    default the hemispheres), or a single panel with ``facet=None`` (e.g. ``roi_table_2021``'s
+    ROIs, with ``count="n_voxels", unit="voxels"``); ``count`` is shown on hover.
+    """
     rois = list(dict.fromkeys(table["roi"]))
     runs = list(dict.fromkeys(table["run"]))
-    fig = make_subplots(rows=len(HEMIS), cols=1, shared_xaxes=True, vertical_spacing=0.09,
-                        subplot_titles=[plotting.HEMI_TITLES[h] for h in HEMIS])  # fmt: skip
-    for row, hemi in enumerate(HEMIS, start=1):
+    if facet is None:
+        panels: dict = {None: None}
+    else:
+        panels = dict(facets) if facets is not None else {h: plotting.HEMI_TITLES[h] for h in HEMIS}
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.09,
+                        subplot_titles=None if facet is None else list(panels.values()))  # fmt: skip
+    for row, key in enumerate(panels, start=1):
+        rows = table if facet is None else table[table[facet] == key]
         for i, run in enumerate(runs):
-            part = table[(table["run"] == run) & (table["hemi"] == hemi)].set_index("roi").reindex(rois)
+            part = rows[rows["run"] == run].set_index("roi").reindex(rois)
             fig.add_trace(
                 go.Bar(
                     x=rois, y=part["median_r"].to_numpy(dtype=float), name=run, legendgroup=run,
-                    showlegend=row == 1, marker_color=_color(i), customdata=part["n_vertices"].fillna(0).astype(int),
-                    hovertemplate="%{x}: median r %{y:.3f} (%{customdata} vertices)<extra>" + run + "</extra>",
+                    showlegend=row == 1, marker_color=_color(i), customdata=part[count].fillna(0).astype(int),
+                    hovertemplate=f"%{{x}}: median r %{{y:.3f}} (%{{customdata}} {unit})<extra>" + run + "</extra>",
                 ),
                 row=row, col=1,
             )  # fmt: skip

@@ -152,11 +152,11 @@ def generate_demo2021(out: str | os.PathLike, config: DemoConfig = DemoConfig(),
 
 def ensure_demo2021(path: Optional[Path] = None, config: DemoConfig = DemoConfig(),
                     progress: Optional[Progress] = None) -> Path:
-    """The video demo at ``path`` (default ``cache_dir()/demo2021``), generated once if absent (or outdated)."""
+    """The video demo at ``path`` (default ``core.paths.demo2021_dir()``), generated once if absent (or outdated)."""
     if path is None:
-        from core.paths import cache_dir
+        from core.paths import demo2021_dir
 
-        path = cache_dir() / "demo2021"
+        path = demo2021_dir()
     path = Path(path).expanduser()
     if is_demo2021(path):
         return path

@@ -18,3 +18,8 @@ def cache_dir() -> Path:
 def demo_dir() -> Path:
     """Where the dashboard generates the embedded demo dataset on first start."""
     return cache_dir() / "demo"
+
+
+def demo2021_dir() -> Path:
+    """Where the video demo (Algonauts 2021 layout) is generated on first use."""
+    return cache_dir() / "demo2021"

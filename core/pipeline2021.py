@@ -14,7 +14,9 @@ ROI) and summarised per ROI; the full track is the whole brain. It writes::
     OUT/mini_track.zip, OUT/full_track.zip          validated submissions (core.submission2021)
     OUT/metrics.json                                written last (see ``summarise``)
 
-``read_roi_table`` and ``wb_accuracy_image`` read a finished ``OUT`` back for the pages.
+In the run store, a run of kind :data:`TASK_KIND` (``"core.pipeline2021:run_task"``) executes
+:func:`run_task`; its config (:class:`Pipeline2021Config`) is checked before the run is queued.
+``read_roi_table``, ``wb_accuracy_image`` and ``list_runs_2021`` read results back for the pages.
 """
 
 from __future__ import annotations
@@ -23,23 +25,25 @@ import csv
 import io
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Self, Sequence
 
 import numpy as np
 
+from core import jobs
 from core.backbones import check_layers, resolve_weights
 from core.dataset2021 import (
     FULL_TRACK, MINI_TRACK, TRACK_ROIS, TRACKS, WB, Dataset2021, Subject2021, open_dataset2021, track_of,
 )
 from core.errors import UserError
 from core.evaluate import ESTIMATORS, SubjectResult, _json_safe, fit_subject, write_results
-from core.features import ExtractionConfig
+from core.features import ExtractionConfig, pick_device
 from core.fileio import write_json, write_text
 from core.metrics import ALL_VERTICES
 from core.motion_energy import MotionEnergyConfig, extract_motion_energy
 from core.progress import Progress, report, scaled
+from core.runstore import Run, RunStore
 from core.splits import Validation
 from core.submission2021 import build_submission2021, zip_name
 from core.tasks import timed
@@ -223,6 +227,69 @@ def run_task(ctx) -> dict:
                              motion_energy=None if me is None else MotionEnergyConfig(**me), **config)
 
 
+@dataclass
+class Pipeline2021Config:
+    """A run-store 2021 pipeline run: :func:`run_pipeline_2021`'s arguments but ``out`` and ``progress``.
+
+    ``motion_energy`` is a dict of :class:`MotionEnergyConfig` fields (``{}``: its defaults) or ``None``.
+    """
+
+    data_dir: str
+    subjects: Optional[list[int | str]] = None  # None: every subject
+    model: str = "mobilenet_v2"
+    weights: Optional[str] = None  # None: the model's default
+    layers: list[str] = field(default_factory=list)
+    device: Optional[str] = None  # None: cuda when available
+    estimator: str = "ridge"
+    tracks: list[str] = field(default_factory=lambda: list(TRACKS))
+    n_frames: int = DEFAULT_N_FRAMES
+    resolution: int = 224
+    n_components: int = 100
+    val_fraction: float = 0.1
+    seed: int = 0
+    cache_dir: Optional[str] = None
+    motion_energy: Optional[dict] = None
+
+    @classmethod
+    def from_dict(cls, config: dict) -> Self:
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(config) - set(names))
+        if unknown:
+            raise UserError(f"unknown 2021 pipeline setting '{unknown[0]}' (known: {', '.join(sorted(names))})")
+        if "data_dir" not in config:
+            raise UserError("2021 pipeline: 'data_dir' is required")
+        return cls(**config)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def checked(self) -> Self:
+        """This config validated as :func:`run_pipeline_2021` would, normalised (absolute data directory,
+        subject numbers, resolved weights, tracks in order); ``UserError`` on the first problem."""
+        if self.device not in (None, "cpu", "cuda"):
+            raise UserError(f"unknown device '{self.device}' (use cpu or cuda)")
+        tracks = [self.tracks] if isinstance(self.tracks, str) else list(self.tracks)
+        try:
+            me = None if self.motion_energy is None else MotionEnergyConfig(**self.motion_energy)
+        except TypeError as exc:
+            raise UserError(f"motion energy: {exc}") from None
+        dataset = open_dataset2021(self.data_dir, self.subjects, cache_dir=self.cache_dir)
+        cfg = check_request(dataset, tracks, self.estimator,
+                            ExtractionConfig(model=self.model, weights=self.weights, layers=list(self.layers),
+                                             resolution=self.resolution, n_components=self.n_components,
+                                             seed=self.seed), self.n_frames, self.val_fraction, me)
+        if self.device == "cuda":
+            pick_device("cuda")
+        return replace(self, data_dir=str(dataset.root.resolve()), subjects=dataset.subjects, model=cfg.model,
+                       weights=resolve_weights(cfg.model, cfg.weights).spec, layers=cfg.layers,
+                       tracks=[t for t in TRACKS if t in tracks], resolution=cfg.resolution,
+                       motion_energy=None if me is None else asdict(me))
+
+
+run_task.config = Pipeline2021Config  # core.tasks checks configs of this kind before queueing
+TASK_KIND = "core.pipeline2021:run_task"
+
+
 def summary_lines(metrics: dict) -> list[str]:
     """One line per subject of a ``run_pipeline_2021`` summary (what the CLI prints)."""
     lines = []
@@ -302,6 +369,15 @@ def roi_val_r(out: str | os.PathLike, subject: Subject2021, roi: str) -> np.ndar
         raise UserError(f"{path}: no {track} results for {subject.name}")
     r = np.load(path, allow_pickle=False)
     return r if track == FULL_TRACK else TrackView(subject).split(track, r)[roi]
+
+
+def list_runs_2021(store: RunStore, data_root: str | os.PathLike, *, status: str | Sequence[str] | None = None,
+                   subject: int | None = None) -> list[Run]:
+    """Runs of :data:`TASK_KIND` in ``store`` on the data directory
+    ``data_root`` (optionally with ``status``, and holding ``subject``), newest first."""
+    root = str(Path(data_root).expanduser().resolve())
+    return [r for r in jobs.list_runs(store, kind=TASK_KIND, status=status)
+            if r.config.get("data_dir") == root and (subject is None or subject in (r.config.get("subjects") or []))]
 
 
 def wb_accuracy_image(out: str | os.PathLike, subject: Subject2021):

@@ -3,7 +3,9 @@
 A task is ``fn(ctx: TaskContext) -> dict | None``: it reads ``ctx.config``, reports through
 ``ctx.progress``, writes every artifact atomically into ``ctx.dir`` and returns a small summary
 (stored in the index). The worker marks the run done only after the task has returned.
-``kind`` is a registered name (``extract``, ``fit``, ``pipeline``) or ``"package.module:function"``.
+``kind`` is a registered name (``extract``, ``fit``, ``pipeline``) or ``"package.module:function"``
+(whose configs are checked before queueing when the function has a ``config`` attribute: a class
+with ``from_dict(config).checked().to_dict()``, as ``FeatureConfig``).
 
 A fit or pipeline run directory mirrors the submission layout::
 
@@ -310,7 +312,7 @@ def _kind(kind: str) -> TaskKind:
         except (ImportError, AttributeError) as exc:
             raise UserError(f"unknown run kind '{kind}' ({exc})") from None
         if callable(fn):
-            return TaskKind(fn)
+            return TaskKind(fn, getattr(fn, "config", None))
     raise UserError(f"unknown run kind '{kind}' (known: {', '.join(TASKS)}, or module:function)")
 
 

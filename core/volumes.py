@@ -80,29 +80,31 @@ def _range(img, vmax: Optional[float]) -> float:
 
 def glass_brain_figure(img, *, title: Optional[str] = None, threshold: Optional[float] = None,
                        vmax: Optional[float] = None, cmap: str = "cold_hot", display_mode: str = "lyrz",
-                       colorbar: bool = True, figsize: tuple[float, float] = (11.0, 3.2)):
+                       colorbar: bool = True, figsize: tuple[float, float] = (11.0, 3.2), symmetric: bool = True):
     """nilearn's glass brain of a volume (e.g. ``to_nifti(r, mask)``): a matplotlib ``Figure``.
 
     Values between ``-threshold`` and ``threshold`` (default: zeros only) are not drawn; the colour
-    range is symmetric, up to ``vmax`` (default: the 99th percentile of ``|values|``).
+    range is symmetric, up to ``vmax`` (default: the 99th percentile of ``|values|``), or from 0
+    to ``vmax`` with ``symmetric=False`` (values that cannot be negative, e.g. a noise ceiling).
     """
     from nilearn import plotting
 
     fig = _figure(figsize)
     plotting.plot_glass_brain(img, figure=fig, display_mode=display_mode, threshold=_threshold(threshold),
-                              vmax=_range(img, vmax),
-                              cmap=cmap, colorbar=colorbar, plot_abs=False, symmetric_cbar=True, title=title)
+                              vmax=_range(img, vmax), vmin=None if symmetric else 0.0,
+                              cmap=cmap, colorbar=colorbar, plot_abs=False, symmetric_cbar=symmetric, title=title)
     return fig
 
 
 def slices_figure(img, *, title: Optional[str] = None, display_mode: str = "z",
                   cut_coords: int | Sequence[float] = (-20, -12, -4, 4, 12, 20), threshold: Optional[float] = None,
                   vmax: Optional[float] = None, cmap: str = "cold_hot", colorbar: bool = True,
-                  figsize: tuple[float, float] = (12.0, 3.0)):
+                  figsize: tuple[float, float] = (12.0, 3.0), symmetric: bool = True):
     """Slices of a volume over nilearn's bundled MNI152 template: a matplotlib ``Figure``.
 
     ``display_mode``: ``"x"``, ``"y"``, ``"z"`` (rows of slices at ``cut_coords``, mm or a count)
-    or ``"ortho"`` (three orthogonal slices; ``cut_coords`` then a point or ``None``).
+    or ``"ortho"`` (three orthogonal slices; ``cut_coords`` then a point or ``None``). Colours as
+    :func:`glass_brain_figure`'s.
     """
     from nilearn import datasets, plotting
 
@@ -111,6 +113,7 @@ def slices_figure(img, *, title: Optional[str] = None, display_mode: str = "z",
     fig = _figure(figsize)
     plotting.plot_stat_map(img, bg_img=datasets.load_mni152_template(resolution=2), figure=fig,
                            display_mode=display_mode, cut_coords=cut_coords, threshold=_threshold(threshold),
-                           vmax=_range(img, vmax), cmap=cmap, colorbar=colorbar, symmetric_cbar=True, title=title,
+                           vmax=_range(img, vmax), vmin=None if symmetric else 0.0, cmap=cmap, colorbar=colorbar,
+                           symmetric_cbar=symmetric, title=title,
                            black_bg=False, draw_cross=False)
     return fig

@@ -113,11 +113,11 @@ def dashboard_workspace(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def dashboard(demo_root, dashboard_workspace, tmp_path_factory):
+def dashboard(demo_root, demo2021_root, dashboard_workspace, tmp_path_factory):
     """``streamlit run app.py`` on the demo dataset; yields its base URL and stops it afterwards."""
     port = _free_port()
     env = dict(os.environ, BES_DATA_DIR=str(demo_root), BES_CACHE_DIR=str(tmp_path_factory.mktemp("cache")),
-               BES_WORKSPACE=str(dashboard_workspace))
+               BES_WORKSPACE=str(dashboard_workspace), BES_DATA2021_DIR=str(demo2021_root))
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1"],

@@ -52,11 +52,11 @@ def get_dataset(root: Path) -> Dataset:
     return load_dataset(str(root), stamp)
 
 
-def _persist(key: str) -> None:
+def persist(key: str) -> None:
     st.session_state[key] = st.session_state[f"_w_{key}"]
 
 
-def _widget_value(key: str, default):
+def widget_value(key: str, default):
     st.session_state.setdefault(key, default)
     st.session_state[f"_w_{key}"] = st.session_state[key]
 
@@ -65,11 +65,11 @@ def sidebar() -> Selection:
     """Draw the sidebar and return the current selection; stops the page on a dataset error."""
     with st.sidebar:
         st.header("Data")
-        _widget_value("data_dir", str(default_data_dir()))
+        widget_value("data_dir", str(default_data_dir()))
         st.text_input(
             "Data directory",
             key="_w_data_dir",
-            on_change=_persist,
+            on_change=persist,
             args=("data_dir",),
             help="Folder with subj01 … subj08 in the Algonauts 2023 layout. Default: the embedded demo.",
         )
@@ -79,7 +79,7 @@ def sidebar() -> Selection:
         except UserError as exc:
             st.error(str(exc))
             st.stop()
-        _widget_value("subject", dataset.subjects[0])
+        widget_value("subject", dataset.subjects[0])
         if st.session_state["_w_subject"] not in dataset.subjects:
             st.session_state["_w_subject"] = dataset.subjects[0]
         st.selectbox(
@@ -87,17 +87,17 @@ def sidebar() -> Selection:
             dataset.subjects,
             key="_w_subject",
             format_func=lambda n: f"subj{n:02d}",
-            on_change=_persist,
+            on_change=persist,
             args=("subject",),
         )
-        _widget_value("hemi", HEMIS[0])
+        widget_value("hemi", HEMIS[0])
         st.radio(
             "Hemisphere",
             HEMIS,
             key="_w_hemi",
             format_func=lambda h: HEMI_NAMES[h],
             horizontal=True,
-            on_change=_persist,
+            on_change=persist,
             args=("hemi",),
         )
         if root == paths.demo_dir():

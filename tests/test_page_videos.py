@@ -1,0 +1,242 @@
+"""AppTest for the Videos page (Algonauts 2021) on the video demo, with a real finished 2021 run; and the
+run store's check of 2021 pipeline configs that the page's launch relies on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs, paths, tasks
+from core.dataset2021 import MINI_ROIS, WB, open_dataset2021
+from core.errors import UserError
+from core.pipeline2021 import TASK_KIND, Pipeline2021Config, read_roi_table
+from core.runstore import RunStore
+from tests.conftest import ROOT
+from tests.test_page_explore import _decode
+
+PAGE = str(ROOT / "pages" / "7_Videos.py")
+FAST = dict(model="mobilenet_v2", weights="imagenet-offline", layers=["features.6"], device="cpu", n_frames=2,
+            resolution=64, n_components=10, val_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def finished(demo2021_root, tmp_path_factory):
+    """A run store holding one done 2021 pipeline run (both subjects and tracks), executed in this process
+    as a worker would; returns ``(workspace, run)``."""
+    ws = tmp_path_factory.mktemp("video-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BES_CACHE_DIR", str(ws / "cache"))
+        store = RunStore(ws)
+        config = Pipeline2021Config(data_dir=str(demo2021_root), cache_dir=str(ws / "cache"), **FAST).to_dict()
+        run = store.create(TASK_KIND, tasks.check_config(TASK_KIND, config), label="from the test")
+        assert jobs.execute(store, run.id) == "done", store.read_log(run.id)
+    return ws, store.get(run.id)
+
+
+@pytest.fixture
+def env(finished, demo2021_root, monkeypatch, tmp_path):
+    monkeypatch.setenv("BES_DATA2021_DIR", str(demo2021_root))
+    monkeypatch.setenv("BES_WORKSPACE", str(finished[0]))
+    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
+    return finished[1]
+
+
+def run_page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart(at: AppTest, key: str) -> dict:
+    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert len(found) == 1, f"no chart {key}"
+    return json.loads(found[0].proto.spec)
+
+
+# -- the config check (core.pipeline2021.Pipeline2021Config through core.tasks) -------------------
+def test_run_store_checks_2021_configs_before_queueing(demo2021_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
+    base = dict(data_dir=str(demo2021_root), **FAST)
+    checked = tasks.check_config(TASK_KIND, {**base, "subjects": ["sub02"], "weights": None,
+                                             "tracks": ["full_track", "mini_track"], "motion_energy": {}})
+    assert checked["subjects"] == [2] and checked["weights"] == "imagenet-offline"
+    assert checked["tracks"] == ["mini_track", "full_track"] and checked["data_dir"] == str(demo2021_root.resolve())
+    assert checked["motion_energy"]["size"] == 64  # MotionEnergyConfig's defaults, spelled out
+    assert tasks.check_config(TASK_KIND, base)["subjects"] == [1, 2]  # None: every subject
+    cases = [
+        (dict(layers=["features.66"]), "unknown layer 'features.66'"),
+        (dict(n_components=40), "only 40 training clips"),
+        (dict(subjects=[7]), r"unknown subject 7 \(available: 1, 2\)"),
+        (dict(tracks=["half_track"]), "unknown track 'half_track'"),
+        (dict(estimator="banded"), "banded estimator needs at least two feature sets"),
+        (dict(device="tpu"), "unknown device 'tpu'"),
+        (dict(n_frames=0), "frames per clip must be between 1 and 256"),
+        (dict(motion_energy={"size": 8}), "motion energy: frame size"),
+        (dict(motion_energy={"speed": 1}), "motion energy: .*speed"),
+        (dict(colour="red"), "unknown 2021 pipeline setting 'colour'"),
+        (dict(data_dir=str(tmp_path / "nowhere")), "data directory not found"),
+    ]
+    store = RunStore(tmp_path / "ws")
+    for change, message in cases:
+        with pytest.raises(UserError, match=message):
+            jobs.launch(store, TASK_KIND, {**base, **change})
+    with pytest.raises(UserError, match="'data_dir' is required"):
+        tasks.check_config(TASK_KIND, FAST)
+    assert store.list() == []  # nothing was queued
+
+
+# -- the page ----------------------------------------------------------------------------------
+def test_dataset_clips_noise_ceiling_runs_and_results(env, demo2021_root):
+    run = env
+    at = run_page()
+    assert at.title[0].value == "Videos"
+    assert at.sidebar.text_input(key="_w_videos_data_dir").value == str(demo2021_root)
+    assert at.sidebar.selectbox(key="_w_videos_subject").options == ["sub01", "sub02"]
+
+    ds = open_dataset2021(demo2021_root)
+    sub01 = ds.subject(1)
+    assert [(m.label, m.value) for m in at.metric] == [
+        ("Clips (training + test)", "40 + 8"), ("ROIs", "9 + WB"), ("Voxels", f"{sub01.n_voxels(WB):,}"),
+        ("Repetitions", "3")]
+    rois = at.dataframe[0].value
+    assert rois["ROI"].tolist() == [*MINI_ROIS, WB] and rois["voxels"].tolist() == [sub01.n_voxels(r) for r in
+                                                                                   [*MINI_ROIS, WB]]
+    assert at.multiselect(key="videos_clips").value == [0, 1, 40]  # two training clips, the first test clip
+    assert len(at.get("video")) == 3
+    assert len(at.get("image")) == 4  # noise ceiling and accuracy: glass brain + slices each
+
+    # launch form defaults: the Runs page's choices, every subject and track
+    assert at.multiselect(key="videos_run_subjects").value == [1, 2]
+    assert at.multiselect(key="videos_tracks").value == ["mini_track", "full_track"]
+    assert at.multiselect(key="videos_layers_mobilenet_v2").value == ["features.6"]
+    assert at.number_input(key="videos_frames").value == 8
+    assert at.number_input(key="videos_components").value == 39  # at most training clips - 1
+
+    table = at.dataframe[1].value  # the run list
+    assert table["run"].tolist() == [run.id] and table["status"].tolist() == ["done"]
+    assert table["tracks"].tolist() == ["mini_track, full_track"] and table["frames"].tolist() == [2]
+
+    assert at.multiselect(key="videos_runs").value == [run.id]
+    bars = [t for t in chart(at, "videos_bars")["data"] if t["type"] == "bar"]
+    rows = read_roi_table(run.dir, 1)
+    assert len(bars) == 1 and bars[0]["x"] == [*MINI_ROIS, WB]
+    assert np.allclose(_decode(bars[0]["y"]), [r["median_r"] for r in rows])
+
+    metrics = json.loads((run.dir / "metrics.json").read_text())["sub01"]
+    scores = at.dataframe[2].value
+    assert scores["mini_track score (%)"].tolist() == pytest.approx([metrics["noise_normalized"]["mini_track"]])
+    assert scores["full_track score (%)"].tolist() == pytest.approx([metrics["noise_normalized"]["full_track"]])
+    assert scores["WB median r"].tolist() == pytest.approx([metrics["wb_median_r"]])
+    per_roi = at.dataframe[3].value
+    assert per_roi.index.tolist() == [("mini_track", r) for r in MINI_ROIS] + [("full_track", WB)]
+
+    valid = [s.value for s in at.success]
+    assert len(valid) == 2 and valid[0].startswith("`mini_track.zip` is valid") and "sub01, sub02" in valid[0]
+    assert valid[1].startswith("`full_track.zip` is valid")
+    assert {b.proto.label for b in at.get("download_button")} == {
+        "Download the per-ROI table (CSV)", "Download mini_track.zip", "Download full_track.zip"}
+    assert not at.warning and not at.error
+
+
+def test_controls_a_run_finishing_and_a_broken_zip(env, finished):
+    run = env
+    at = run_page()
+    store = RunStore(finished[0])
+    twin = store.create(TASK_KIND, run.config, label="twin")  # a run that finishes while the page is open
+    try:
+        shutil.copytree(run.dir, twin.dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("config.json", "log.txt"))
+        assert store.claim(twin.id, os.getpid()) and store.finish(twin.id, "done", summary=run.summary)
+        at.run()
+        assert not at.exception
+        assert at.multiselect(key="videos_runs").value == [twin.id, run.id]  # shown at once, with the others
+        assert at.selectbox(key="videos_detail").value == twin.id
+        assert len([t for t in chart(at, "videos_bars")["data"] if t["type"] == "bar"]) == 2
+    finally:
+        store.delete(twin.id)
+
+    at.sidebar.selectbox(key="_w_videos_subject").select("sub02").run()
+    assert not at.exception
+    assert "Results for sub02" in [h.value for h in at.header]
+    assert chart(at, "videos_bars")["layout"]["title"]["text"] == "sub02: median validation r per ROI"
+    at.radio(key="videos_nc_slices").set_value("sagittal")
+    at.slider(key="videos_acc_threshold").set_value(0.3).run()
+    assert not at.exception and len(at.get("image")) == 4
+    at.multiselect(key="videos_runs").set_value([]).run()
+    assert not at.exception and not at.get("plotly_chart")  # no run chosen: no bars, the run detail stays
+
+    path = run.dir / "mini_track.zip"
+    good = path.read_bytes()
+    try:
+        path.write_bytes(b"not a zip")
+        at = run_page()
+        assert [e.value for e in at.error] == [f"{path}: not a valid zip file (File is not a zip file)"]
+        assert {b.proto.label for b in at.get("download_button")} == {
+            "Download the per-ROI table (CSV)", "Download full_track.zip"}  # never offered unchecked
+    finally:
+        path.write_bytes(good)
+
+
+def test_launch_checks_then_queues_and_cancel(demo2021_root, monkeypatch, tmp_path):
+    monkeypatch.setenv("BES_DATA2021_DIR", str(demo2021_root))
+    monkeypatch.setenv("BES_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
+    store = RunStore(tmp_path / "workspace")
+    at = run_page()
+    assert "No 2021 run on this data directory yet" in at.info[0].value
+    assert "No finished 2021 run" in at.info[1].value
+
+    at.selectbox(key="videos_estimator").set_value("banded")
+    at.button(key="videos_launch").click().run()
+    assert "banded estimator needs at least two feature sets" in at.error[0].value
+    assert store.list() == []
+
+    at.selectbox(key="videos_estimator").set_value("ridge")
+    at.multiselect(key="videos_tracks").set_value(["full_track"])
+    at.number_input(key="videos_frames").set_value(2)
+    at.number_input(key="videos_resolution").set_value(64)
+    at.number_input(key="videos_components").set_value(10)
+    at.text_input(key="videos_label").set_value("from the page")
+    at.button(key="videos_launch").click().run()
+    assert not at.exception and not at.error
+    [run] = store.list()
+    assert at.success[0].value.startswith(f"Launched run {run.id}")
+    assert run.kind == TASK_KIND and run.label == "from the page" and run.pid
+    assert {k: run.config[k] for k in ("data_dir", "subjects", "tracks", "layers", "n_frames", "resolution",
+                                       "n_components", "weights", "motion_energy")} == {
+        "data_dir": str(demo2021_root.resolve()), "subjects": [1, 2], "tracks": ["full_track"],
+        "layers": ["features.6"], "n_frames": 2, "resolution": 64, "n_components": 10, "weights": "imagenet-offline",
+        "motion_energy": None}
+    assert at.dataframe[1].value["run"].tolist() == [run.id]
+
+    at.button(key=f"videos_cancel_{run.id}").click().run()
+    assert not at.exception
+    assert jobs.get_run(store, run.id).status == "cancelled"
+
+
+def test_default_demo_and_bad_directories(demo2021_root, monkeypatch, tmp_path):
+    monkeypatch.delenv("BES_DATA2021_DIR", raising=False)
+    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BES_WORKSPACE", str(tmp_path / "workspace"))
+    demo = paths.demo2021_dir()
+    demo.parent.mkdir(parents=True)
+    demo.mkdir()
+    (demo / "notes.txt").write_text("mine")
+    at = run_page()
+    assert at.sidebar.text_input(key="_w_videos_data_dir").value == str(demo)
+    assert len(at.error) == 1 and at.error[0].value.startswith(f"{demo}: exists but is not a video demo")
+
+    (demo / "notes.txt").unlink()
+    demo.rmdir()
+    demo.symlink_to(demo2021_root)  # the demo, as if generated on first use
+    at = run_page()
+    assert "embedded video demo" in at.sidebar.caption[0].value
+    assert at.metric[0].value == "40 + 8"
+
+    at.sidebar.text_input(key="_w_videos_data_dir").set_value(str(tmp_path / "nowhere")).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"{tmp_path / 'nowhere'}: data directory not found"]
