@@ -46,6 +46,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from core.dataset import HEMIS, ROI_CLASSES
 from core.errors import UserError
 from core.progress import Progress, report
 
@@ -59,16 +60,7 @@ N_REPS = 3
 FIELD_OF_VIEW_DEG = 8.4  # NSD images subtended 8.4 x 8.4 degrees
 GRID = 48  # resolution of the low-level feature maps (pixels per image side)
 PNG_COMPRESS_LEVEL = 1
-HEMIS = ("lh", "rh")
 CATEGORIES = ("face", "body", "place", "word", "object")
-ROI_CLASSES: dict[str, tuple[str, ...]] = {
-    "prf-visualrois": ("V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"),
-    "floc-bodies": ("EBA", "FBA-1", "FBA-2", "mTL-bodies"),
-    "floc-faces": ("OFA", "FFA-1", "FFA-2", "mTL-faces", "aTL-faces"),
-    "floc-places": ("OPA", "PPA", "RSC"),
-    "floc-words": ("OWFA", "VWFA-1", "VWFA-2", "mfs-words", "mTL-words"),
-    "streams": ("early", "midventral", "midlateral", "midparietal", "ventral", "lateral", "parietal"),
-}
 CLASS_CATEGORY = {"floc-faces": "face", "floc-bodies": "body", "floc-places": "place", "floc-words": "word"}
 
 # Category ROIs: (class, name, left-hemisphere MNI-like centre on the fsaverage pial surface,

@@ -12,6 +12,7 @@ import core.compare  # noqa: F401  (registers the accuracy maps of finished runs
 from core import plotting, surfaces
 from core.dataset import HEMI_NAMES, HEMIS, ROI_CLASSES
 from core.errors import UserError
+from ui.controls import colour_controls
 from ui.state import sidebar
 
 st.set_page_config(page_title="Explore · Brain Encoding Studio", page_icon="🧠", layout="wide")
@@ -73,15 +74,6 @@ def on_surface(values_by_hemi: dict) -> dict:
         h: None if v is None else surfaces.to_surface(v, subj.fsaverage_mask(h), surfs[h].n_vertices)
         for h, v in values_by_hemi.items()
     }
-
-
-def colour_controls(default_cmap: str, default_range: str, key: str) -> dict:
-    c1, c2, c3 = st.columns(3)
-    cmap = c1.selectbox("Colour map", plotting.COLORMAPS, index=plotting.COLORMAPS.index(default_cmap), key=f"{key}_cmap")
-    rng = c2.radio("Range", ("symmetric", "positive"), index=("symmetric", "positive").index(default_range),
-                   horizontal=True, key=f"{key}_range", help="symmetric: -m..m around 0; positive: 0..max")  # fmt: skip
-    thr = c3.number_input("Threshold: hide |value| below", min_value=0.0, value=0.0, step=0.1, key=f"{key}_threshold")
-    return dict(cmap=cmap, symmetric=rng == "symmetric", threshold=float(thr) or None)
 
 
 def show(fig_values: dict, width_share: float = 1.0, **kwargs) -> None:

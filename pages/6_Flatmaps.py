@@ -11,9 +11,10 @@ import re
 import numpy as np
 import streamlit as st
 
-from core import flatmaps, plotting, surfaces
+from core import flatmaps, surfaces
 from core.dataset import HEMIS, ROI_CLASSES
 from core.errors import UserError
+from ui.controls import colour_controls
 from ui.state import sidebar
 
 st.set_page_config(page_title="Flatmaps · Brain Encoding Studio", page_icon="🧠", layout="wide")
@@ -45,15 +46,6 @@ with st.expander("pycortex", expanded=no_fsaverage is not None):
         st.caption(f"pycortex {flatmaps.import_cortex().__version__}: fsaverage subject in {flatmaps.pycortex_filestore()}")
 backend = "nilearn" if no_fsaverage else "pycortex"
 masks = {h: subj.fsaverage_mask(h) for h in HEMIS}
-
-
-def colour_controls(default_cmap: str, default_range: str, key: str) -> dict:
-    c1, c2, c3 = st.columns(3)
-    cmap = c1.selectbox("Colour map", plotting.COLORMAPS, index=plotting.COLORMAPS.index(default_cmap), key=f"{key}_cmap")
-    rng = c2.radio("Range", ("symmetric", "positive"), index=("symmetric", "positive").index(default_range),
-                   horizontal=True, key=f"{key}_range", help="symmetric: -m..m around 0; positive: 0..max")  # fmt: skip
-    thr = c3.number_input("Threshold: hide |value| below", min_value=0.0, value=0.0, step=0.1, key=f"{key}_threshold")
-    return dict(cmap=cmap, symmetric=rng == "symmetric", threshold=float(thr) or None)
 
 
 # -- what to show ------------------------------------------------------------------------------------
