@@ -17,8 +17,8 @@ from scipy import stats
 from core.metrics import (
     ALL_VERTICES, hemisphere_metrics, noise_normalized_accuracy, noise_normalized_score, pearson_r, roi_summary,
 )
+from tests.conftest import REALDATA
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 NC_DIR = REALDATA / "uark-cviu+Algonauts2023" / "data" / "noise_ceiling"
 ACONSONNI = (REALDATA / "aconsonni19+NeuDo-Project---AlgoNauts-Challenge-2023" / "Outputs" / "Linear_Regression_Models"
              / "baseline_encoding_model" / "encoding_accuracy")
