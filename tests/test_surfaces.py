@@ -124,7 +124,7 @@ def test_full_fsaverage_from_env_var(monkeypatch):
     s = S.load_surface("inflated", "lh")
     assert s.resolution == "fsaverage" and s.n_vertices == S.N_FSAVERAGE and s.n_faces == 327_680
     assert s.sulc.shape == (S.N_FSAVERAGE,)
-    assert Path(s.source) == FULL_DIR
+    assert Path(s.source).resolve() == FULL_DIR.resolve()
     # this directory has no flat map: auto falls back for that mesh only, explicit full says which file
     assert S.load_surface("flat", "lh").resolution == "fsaverage5"
     with pytest.raises(S.SurfaceError, match=r"flat_left\.gii\.gz: missing file"):
