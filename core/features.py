@@ -226,6 +226,18 @@ def _mem_available_bytes() -> int:
     return 4 << 30
 
 
+def release_memory() -> None:
+    """Give freed heap back to the OS (glibc keeps it otherwise), so the next stage starts lean."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _is_convnet(model: str) -> bool:
     return not model.startswith(("vit_", "swin", "maxvit"))
 
@@ -443,6 +455,7 @@ class _LayerJob:
                 "pca": {"solver": pca.solver, **pca.info},
             })
             del pca
+            release_memory()
         else:
             self.train_w.close()
             self.test_w.close()
@@ -600,6 +613,7 @@ def extract_features(
         del extractor
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+        release_memory()
 
         # 4. reduce and publish, layer by layer
         common = {

@@ -135,7 +135,7 @@ def _open_existing(entry: Path, n: int, resolution: int, fingerprint: str) -> Im
 def default_workers(n_images: int) -> int:
     if n_images < 64:
         return 0
-    return max(0, min(8, (os.cpu_count() or 1)))
+    return max(0, min(16, (os.cpu_count() or 1)))
 
 
 def build_image_cache(

@@ -263,22 +263,26 @@ def fit_pca(
                            memory_budget_mb, progress)
 
 
-def _finish(mean, V, T, total_var, n, solver, info) -> tuple[PCAModel, "object"]:
+def _order_and_signs(T, n: int, *mats):
+    """Sort components by the variance of their training projections ``T`` (descending) and make each
+    one's largest-magnitude projection positive; applies the same to ``mats`` (small coefficient matrices
+    whose columns are the components), so the big ``d x k`` components are built once, already in order.
+    Returns ``(T, ev, *mats)``."""
     import torch
 
     ev = (T.double().square().sum(0) / max(n - 1, 1)).cpu().numpy()
     order = np.argsort(-ev, kind="stable")
-    if not np.array_equal(order, np.arange(len(order))):
-        idx = torch.as_tensor(order, device=V.device)
-        V, T, ev = V[:, idx], T[:, idx], ev[order]
-    # deterministic signs: the largest-magnitude loading of each component is positive
-    rows = V.abs().argmax(0)
-    signs = torch.sign(V[rows, torch.arange(V.shape[1], device=V.device)])
+    idx = torch.as_tensor(order, device=T.device)
+    T, ev = T[:, idx], ev[order]
+    mats = [m[:, idx] for m in mats]
+    signs = torch.sign(T[T.abs().argmax(0), torch.arange(T.shape[1], device=T.device)])
     signs[signs == 0] = 1
-    V, T = V * signs, T * signs
+    return (T * signs, ev, *[m * signs.to(m.dtype) for m in mats])
+
+
+def _finish(mean, V, T, ev, total_var, n, solver, info) -> tuple[PCAModel, "object"]:
     ratio = ev / total_var if total_var > 0 else np.zeros_like(ev)
-    model = PCAModel(mean, V.contiguous(), ev.astype(np.float64), ratio.astype(np.float64), float(total_var), n,
-                     solver, info)
+    model = PCAModel(mean, V, ev.astype(np.float64), ratio.astype(np.float64), float(total_var), n, solver, info)
     return model, T.contiguous()
 
 
@@ -359,6 +363,7 @@ def _fit_randomized(spill, k, q, oversample, seed, device, budget_mb, progress):
     M = (U / s).float()  # (width, k)
     T = YK @ M  # (n, k) = Xc V exactly, with V = Xc^T K M
     del YK
+    T, ev, M = _order_and_signs(T, n, M)
     V = torch.empty(dim, k, dtype=torch.float32, device=device)
     if store_z:
         for j, (s_, e_) in enumerate(spill.plan.bounds()):
@@ -376,7 +381,7 @@ def _fit_randomized(spill, k, q, oversample, seed, device, budget_mb, progress):
             "oversample": l - k, "passes": n_passes, "seed": int(seed), "block_cols": spill.plan.cols,
             "n_blocks": spill.plan.n_blocks}
     report(progress, 1.0, "PCA done")
-    return _finish(mean, V, T, total_var, n, "randomized", info)
+    return _finish(mean, V, T, ev, total_var, n, "randomized", info)
 
 
 def _fit_exact(spill, k, device, progress):
@@ -399,12 +404,12 @@ def _fit_exact(spill, k, device, progress):
         evals, U = evals.flip(0)[:k], U.flip(1)[:, :k]
         s = evals.clamp_min(evals[0].abs() * 1e-12 + 1e-30).sqrt()
         W = (U / s).float()  # (n, k)
+        T, ev, W = _order_and_signs((U * s).float(), n, W)
         V = torch.empty(dim, k, dtype=torch.float32, device=device)
         for j, s_, e_, X in _blocks_iter(spill, device):
             X -= mean[s_:e_]
             V[s_:e_] = X.T @ W
             report(progress, 0.5 + 0.5 * (j + 1) / len(bounds), "exact PCA (components)")
-        T = (U * s).float()
     else:  # covariance Xc^T Xc (d x d), block pairs
         C = torch.zeros(dim, dim, dtype=torch.float64, device=device)
         for i, (si, ei) in enumerate(bounds):
@@ -428,9 +433,11 @@ def _fit_exact(spill, k, device, progress):
         for j, s_, e_, X in _blocks_iter(spill, device):
             X -= mean[s_:e_]
             T += X @ V[s_:e_]
+        T, ev, V = _order_and_signs(T, n, V)  # d < n here: V is small
     total_var = total_sq / max(n - 1, 1)
     report(progress, 1.0, "PCA done")
-    return _finish(mean, V, T, total_var, n, "exact", {"block_cols": spill.plan.cols, "n_blocks": len(bounds)})
+    return _finish(mean, V.contiguous(), T, ev, total_var, n, "exact",
+                   {"block_cols": spill.plan.cols, "n_blocks": len(bounds)})
 
 
 def exact_pca_reference(X: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray, float]:

@@ -198,3 +198,14 @@ def test_cli_extract(imgs, tmp_path, capsys):
                    "imagenet-offline", "--layers", "features.2", "--cache-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_cli_extract_from_dataset_subject(tiny_dataset, tmp_path, capsys):
+    rc = cli_main(["extract", "--data", str(tiny_dataset), "--subject", "1", "--model", "mobilenet_v2",
+                   "--layers", "features.6", "--resolution", "32", "--reduction", "pool", "--pool-size", "1",
+                   "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    assert rc == 0
+    entry = FeatureEntry.open(capsys.readouterr().out.strip())
+    tr, te = entry.load()
+    assert tr.shape == (6, 32) and te.shape == (2, 32)
+    assert entry.meta["dataset"]["train_dir"].endswith("training_images")
