@@ -7,6 +7,8 @@ they survive page switches.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +34,37 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else paths.demo_dir()
 
 
+@st.cache_resource(show_spinner=False)
+def _demo_job(path: str) -> dict:
+    """Generate the demo in one background thread shared by every session (a page change does not stop it)."""
+    job = {"fraction": 0.0, "message": "starting", "error": None, "done": False}
+
+    def work() -> None:
+        try:
+            demo.ensure_demo(Path(path), progress=lambda f, msg="": job.update(fraction=f, message=msg))
+        except Exception as exc:  # shown to every session waiting on it
+            job["error"] = str(exc)
+        finally:
+            job["done"] = True
+
+    threading.Thread(target=work, name="demo-generator", daemon=True).start()
+    return job
+
+
 def _ensure_demo(path: Path) -> None:
-    """Generate the demo dataset on first start, with a progress bar."""
-    if path == paths.demo_dir() and not path.exists():
-        bar = st.progress(0.0, text="Creating the demo dataset (first start only)…")
-        demo.ensure_demo(path, progress=lambda f, msg="": bar.progress(f, text=f"Creating the demo dataset: {msg}"))
-        bar.empty()
+    """On first start, wait for the demo dataset with a progress bar while it is generated."""
+    if path != paths.demo_dir() or demo.is_demo(path):
+        return
+    job = _demo_job(str(path))
+    bar = st.progress(0.0, text="Creating the demo dataset (first start only)…")
+    while not job["done"]:
+        bar.progress(job["fraction"], text=f"Creating the demo dataset (first start only): {job['message']}")
+        time.sleep(0.3)
+    bar.empty()
+    if job["error"]:
+        _demo_job.clear()  # let a reload try again
+        st.error(job["error"])
+        st.stop()
 
 
 @st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
@@ -47,7 +74,6 @@ def load_dataset(root: str, _stamp: float) -> Dataset:
 
 
 def get_dataset(root: Path) -> Dataset:
-    _ensure_demo(root)
     stamp = root.stat().st_mtime if root.exists() else 0.0
     return load_dataset(str(root), stamp)
 
@@ -63,9 +89,10 @@ def widget_value(key: str, default):
 
 def sidebar() -> Selection:
     """Draw the sidebar and return the current selection; stops the page on a dataset error."""
+    widget_value("data_dir", str(default_data_dir()))
+    _ensure_demo(Path(st.session_state["data_dir"]).expanduser())
     with st.sidebar:
         st.header("Data")
-        widget_value("data_dir", str(default_data_dir()))
         st.text_input(
             "Data directory",
             key="_w_data_dir",
