@@ -23,12 +23,12 @@ import streamlit as st
 
 from core import backbones, compare, jobs, paths, pipeline2021, submission2021, volumes
 from core.dataset2021 import FULL_TRACK, MINI_TRACK, TRACK_ROIS, TRACKS, WB, open_dataset2021, subject_name
-from core.demo2021 import ensure_demo2021, is_demo2021
+from core.demo2021 import is_demo2021
 from core.errors import UserError
 from core.evaluate import ESTIMATORS
 from core.runstore import Run, RunStore
 from core.video_features import DEFAULT_N_FRAMES
-from ui.state import persist, widget_value
+from ui.state import persist, wait_for_demo, widget_value
 
 st.set_page_config(page_title="Videos · Brain Encoding Studio", page_icon="🧠", layout="wide")
 
@@ -109,14 +109,7 @@ st.markdown(
     "are averaged over repetitions and its noise ceiling is their split-half reliability."
 )
 if root == paths.demo2021_dir() and not is_demo2021(root):
-    bar = st.progress(0.0, text="Creating the video demo (first use only)…")
-    try:
-        ensure_demo2021(root, progress=lambda f, msg="": bar.progress(min(1.0, max(0.0, f)),
-                                                                      text=f"Creating the video demo: {msg}"))
-    except UserError as exc:
-        st.error(str(exc))
-        st.stop()
-    bar.empty()
+    wait_for_demo(root, "core.demo2021.ensure_demo2021", "the video demo")
 try:
     with st.spinner("Reading and checking the video dataset (the first time only: the responses are cached)…"):
         dataset = open_dataset2021(root)

@@ -6,6 +6,7 @@ they survive page switches.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
@@ -35,36 +36,42 @@ def default_data_dir() -> Path:
 
 
 @st.cache_resource(show_spinner=False)
-def _demo_job(path: str) -> dict:
-    """Generate the demo in one background thread shared by every session (a page change does not stop it)."""
+def _demo_job(path: str, generator: str) -> dict:
+    """Run ``core.<generator>(path, progress)`` in one background thread shared by every session,
+    so that a page change or a second browser tab does not stop or restart the generation."""
     job = {"fraction": 0.0, "message": "starting", "error": None, "done": False}
+    module, func = generator.rsplit(".", 1)
 
     def work() -> None:
         try:
-            demo.ensure_demo(Path(path), progress=lambda f, msg="": job.update(fraction=f, message=msg))
+            ensure = getattr(importlib.import_module(module), func)
+            ensure(Path(path), progress=lambda f, msg="": job.update(fraction=f, message=msg))
         except Exception as exc:  # shown to every session waiting on it
             job["error"] = str(exc)
         finally:
             job["done"] = True
 
-    threading.Thread(target=work, name="demo-generator", daemon=True).start()
+    threading.Thread(target=work, name=f"{func}-generator", daemon=True).start()
     return job
 
 
-def _ensure_demo(path: Path) -> None:
-    """On first start, wait for the demo dataset with a progress bar while it is generated."""
-    if path != paths.demo_dir() or demo.is_demo(path):
-        return
-    job = _demo_job(str(path))
-    bar = st.progress(0.0, text="Creating the demo dataset (first start only)…")
+def wait_for_demo(path: Path, generator: str, what: str) -> None:
+    """Show a progress bar until the demo at ``path`` exists (``generator``: e.g. ``core.demo.ensure_demo``)."""
+    job = _demo_job(str(path), generator)
+    bar = st.progress(0.0, text=f"Creating {what} (first start only)…")
     while not job["done"]:
-        bar.progress(job["fraction"], text=f"Creating the demo dataset (first start only): {job['message']}")
+        bar.progress(min(1.0, max(0.0, job["fraction"])), text=f"Creating {what} (first start only): {job['message']}")
         time.sleep(0.3)
     bar.empty()
     if job["error"]:
         _demo_job.clear()  # let a reload try again
         st.error(job["error"])
         st.stop()
+
+
+def _ensure_demo(path: Path) -> None:
+    if path == paths.demo_dir() and not demo.is_demo(path):
+        wait_for_demo(path, "core.demo.ensure_demo", "the demo dataset")
 
 
 @st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
