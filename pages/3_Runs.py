@@ -12,12 +12,13 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from core import backbones, jobs, tasks
+from core import jobs, tasks
 from core.dataset import HEMIS
 from core.evaluate import ESTIMATORS
 from core.errors import UserError
 from core.features import REDUCTIONS
 from core.runstore import ACTIVE, STATUSES, Run, RunStore
+from ui.controls import backbone_controls
 from ui.state import sidebar
 
 st.set_page_config(page_title="Runs · Brain Encoding Studio", page_icon="🧠", layout="wide")
@@ -46,11 +47,6 @@ st.caption(f"Run store: `{store.workspace}` (set `BES_WORKSPACE` to use another)
            "Runs keep going when the page closes.")
 
 
-@st.cache_data(show_spinner="Listing the model's layers…")
-def layer_choices(model: str, weights: str) -> list[str]:
-    return backbones.list_layers(model, weights)
-
-
 # -- launch ------------------------------------------------------------------------------------
 st.subheader("Launch")
 grid = st.radio("Scope", ("one subject", "grid"), horizontal=True, key="runs_scope",
@@ -65,27 +61,10 @@ else:
     subjects = [sel.subject.number]
     c1.markdown(f"**Subject:** {sel.subject.name} (from the sidebar)")
     kind = c1.selectbox("Kind", list(KINDS), format_func=KINDS.get, key="runs_kind")
-model = c2.selectbox(
-    "Model", backbones.FEATURED_MODELS, index=backbones.FEATURED_MODELS.index(tasks.FeatureConfig.model),
-    key="runs_model", help="torchvision backbones; mobilenet_v2 has ImageNet weights that work offline",
-)  # fmt: skip
-options = {o.spec: o.label + ("" if o.available_offline else " — needs a download once")
-           for o in backbones.weights_options(model)}
-options = {backbones.default_weights(model): "DEFAULT: torchvision's recommended weights", **options}
-weights = c3.selectbox("Weights", list(options), key=f"runs_weights_{model}", format_func=options.get)
-try:
-    layers_all = layer_choices(model, weights)
-except UserError as exc:
-    st.error(str(exc))
-    st.stop()
-suggested = [n for n in backbones.SUGGESTED_LAYERS.get(model, []) if n in layers_all]
-show_all = st.checkbox("List every sub-layer", key="runs_all_layers",
-                       help="Otherwise only the top-level blocks and the suggested layers are listed.")  # fmt: skip
-layer_options = layers_all if show_all else [n for n in layers_all if n.count(".") <= 1 or n in suggested]
-layers = st.multiselect(
-    "Layers", layer_options, default=suggested[1:2] or layer_options[:1], key=f"runs_layers_{model}",
-    help="One run: the layers' features are concatenated (banded: one band each). Grid: one run per layer.",
-)  # fmt: skip
+model, weights, layers = backbone_controls(
+    "runs", (c2, c3), "torchvision backbones; mobilenet_v2 has ImageNet weights that work offline",
+    "One run: the layers' features are concatenated (banded: one band each). Grid: one run per layer.",
+)
 if kind != "extract":
     if grid:
         estimators = st.multiselect("Estimators", ESTIMATORS, default=["ridge"], key="runs_estimators")

@@ -21,13 +21,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import backbones, compare, jobs, paths, pipeline2021, submission2021, volumes
+from core import compare, jobs, paths, pipeline2021, submission2021, volumes
 from core.dataset2021 import FULL_TRACK, MINI_TRACK, TRACK_ROIS, TRACKS, WB, open_dataset2021, subject_name
 from core.demo2021 import is_demo2021
 from core.errors import UserError
 from core.evaluate import ESTIMATORS
 from core.runstore import Run, RunStore
 from core.video_features import DEFAULT_N_FRAMES
+from ui.controls import backbone_controls
 from ui.state import persist, wait_for_demo, widget_value
 
 st.set_page_config(page_title="Videos · Brain Encoding Studio", page_icon="🧠", layout="wide")
@@ -68,11 +69,6 @@ def volume_pngs(key: str, title: str, slices: str, threshold: float, symmetric: 
 def checked_zip(path: str, size: int, mtime_ns: int, data_root: str, subjects: tuple[int, ...], _dataset) -> str:
     """The zip's track once it passed ``validate_submission2021`` (``UserError`` otherwise; not cached)."""
     return submission2021.validate_submission2021(path, _dataset, subjects)
-
-
-@st.cache_data(show_spinner="Listing the model's layers…")
-def layer_choices(model: str, weights: str) -> list[str]:
-    return backbones.list_layers(model, weights)
 
 
 def show_volume(key: str, title: str, img, prefix: str, threshold: tuple[str, float, float, float, str], caption: str,
@@ -194,25 +190,10 @@ c1, c2, c3 = st.columns(3)
 subjects = c1.multiselect("Subjects", dataset.subjects, default=dataset.subjects, key="videos_run_subjects",
                           format_func=subject_name,
                           help="The challenge scores every subject: the run's zips hold the chosen ones.")  # fmt: skip
-model = c2.selectbox("Model", backbones.FEATURED_MODELS, index=backbones.FEATURED_MODELS.index("mobilenet_v2"),
-                     key="videos_model", help="torchvision backbones; mobilenet_v2 has ImageNet weights that work "
-                                              "offline. Each layer is averaged over the clip's frames.")  # fmt: skip
-options = {o.spec: o.label + ("" if o.available_offline else " — needs a download once")
-           for o in backbones.weights_options(model)}
-options = {backbones.default_weights(model): "DEFAULT: torchvision's recommended weights", **options}
-weights = c3.selectbox("Weights", list(options), key=f"videos_weights_{model}", format_func=options.get)
-try:
-    layers_all = layer_choices(model, weights)
-except UserError as exc:
-    st.error(str(exc))
-    st.stop()
-suggested = [n for n in backbones.SUGGESTED_LAYERS.get(model, []) if n in layers_all]
-show_all = st.checkbox("List every sub-layer", key="videos_all_layers",
-                       help="Otherwise only the top-level blocks and the suggested layers are listed.")  # fmt: skip
-layer_options = layers_all if show_all else [n for n in layers_all if n.count(".") <= 1 or n in suggested]
-layers = st.multiselect("Layers", layer_options, default=suggested[1:2] or layer_options[:1],
-                        key=f"videos_layers_{model}",
-                        help="Their features are concatenated (banded: one band each).")  # fmt: skip
+model, weights, layers = backbone_controls(
+    "videos", (c2, c3), "torchvision backbones; mobilenet_v2 has ImageNet weights that work offline. "
+    "Each layer is averaged over the clip's frames.", "Their features are concatenated (banded: one band each).",
+)
 d1, d2, d3 = st.columns(3)
 tracks = d1.multiselect("Tracks", list(TRACKS), default=list(TRACKS), key="videos_tracks", format_func=TRACK_LABELS.get)
 estimator = d2.selectbox("Estimator", ESTIMATORS, key="videos_estimator")

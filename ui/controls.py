@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import plotting
+from core import backbones, plotting
+from core.errors import UserError
 
 RANGES = ("symmetric", "positive")
 
@@ -17,3 +18,32 @@ def colour_controls(default_cmap: str, default_range: str, key: str) -> dict:
                    help="symmetric: -m..m around 0; positive: 0..max")  # fmt: skip
     thr = c3.number_input("Threshold: hide |value| below", min_value=0.0, value=0.0, step=0.1, key=f"{key}_threshold")
     return dict(cmap=cmap, symmetric=rng == "symmetric", threshold=float(thr) or None)
+
+
+@st.cache_data(show_spinner="Listing the model's layers…")
+def layer_choices(model: str, weights: str) -> list[str]:
+    return backbones.list_layers(model, weights)
+
+
+def backbone_controls(key: str, columns, model_help: str, layers_help: str) -> tuple[str, str, list[str]]:
+    """Model, weights and layers pickers (model and weights in the two given columns); stops the page
+    with the error when the model's layers cannot be listed. Returns ``(model, weights, layers)``."""
+    c_model, c_weights = columns
+    model = c_model.selectbox("Model", backbones.FEATURED_MODELS, index=backbones.FEATURED_MODELS.index("mobilenet_v2"),
+                              key=f"{key}_model", help=model_help)  # fmt: skip
+    options = {o.spec: o.label + ("" if o.available_offline else " — needs a download once")
+               for o in backbones.weights_options(model)}  # fmt: skip
+    options = {backbones.default_weights(model): "DEFAULT: torchvision's recommended weights", **options}
+    weights = c_weights.selectbox("Weights", list(options), key=f"{key}_weights_{model}", format_func=options.get)
+    try:
+        layers_all = layer_choices(model, weights)
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+    suggested = [n for n in backbones.SUGGESTED_LAYERS.get(model, []) if n in layers_all]
+    show_all = st.checkbox("List every sub-layer", key=f"{key}_all_layers",
+                           help="Otherwise only the top-level blocks and the suggested layers are listed.")  # fmt: skip
+    layer_options = layers_all if show_all else [n for n in layers_all if n.count(".") <= 1 or n in suggested]
+    layers = st.multiselect("Layers", layer_options, default=suggested[1:2] or layer_options[:1],
+                            key=f"{key}_layers_{model}", help=layers_help)  # fmt: skip
+    return model, weights, layers
