@@ -229,9 +229,7 @@ def _mem_available_bytes() -> int:
 def release_memory() -> None:
     """Give freed heap back to the OS (glibc keeps it otherwise), so the next stage starts lean."""
     import ctypes
-    import gc
 
-    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):

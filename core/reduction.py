@@ -192,12 +192,6 @@ class PCAModel:
         return self
 
 
-def _sumsq(X) -> float:
-    """Sum of squares, accurately (cascade-summed float32 in row chunks; vector_norm loses ~1e-3 here)."""
-    rows = max(1, (1 << 22) // max(1, X.shape[1]))
-    return float(sum(float((c * c).sum()) for c in X.split(rows)))
-
-
 def _blocks_iter(spill: ColumnSpill, device, prefetch: bool = True):
     """Yield ``(j, start, stop, block tensor on device)``; reads the next block in a thread meanwhile."""
     import concurrent.futures as cf
@@ -249,8 +243,6 @@ def fit_pca(
     progress: Optional[Progress] = None,
 ):
     """Fit PCA on the spilled training activations. Returns ``(PCAModel, train_projections (n, k) tensor)``."""
-    import torch
-
     n, dim = spill.plan.n, spill.plan.dim
     check_n_components(n_components, n, dim)
     if solver == "auto":
@@ -278,6 +270,15 @@ def _order_and_signs(T, n: int, *mats):
     signs = torch.sign(T[T.abs().argmax(0), torch.arange(T.shape[1], device=T.device)])
     signs[signs == 0] = 1
     return (T * signs, ev, *[m * signs.to(m.dtype) for m in mats])
+
+
+def _inv_sqrt(evals):
+    """``1 / sqrt(eigenvalue)``, and 0 for directions with no variance (rank-deficient data: duplicate or
+    constant images), so such components come out as zeros instead of amplified rounding noise."""
+    import torch
+
+    tol = float(evals[0].clamp_min(0)) * 1e-10 + 1e-30
+    return torch.where(evals > tol, evals.clamp_min(tol).rsqrt(), torch.zeros_like(evals))
 
 
 def _finish(mean, V, T, ev, total_var, n, solver, info) -> tuple[PCAModel, "object"]:
@@ -315,22 +316,21 @@ def _fit_randomized(spill, k, q, oversample, seed, device, budget_mb, progress):
     gen = torch.Generator().manual_seed(int(seed))
     omega = torch.randn(n, l, generator=gen, dtype=torch.float32).to(device)
     mean = torch.empty(dim, dtype=torch.float32, device=device)
-    total_sq = 0.0
+    total_var = 0.0
     width = min((q + 1) * l, m)
     store_z = dim * width * 4 <= budget_mb * MB * 0.25
     n_passes = q + 2 + (0 if store_z else 1)
     z_store: list[list] = []  # per basis block: the column blocks of Xc^T Q_i
 
     def one_pass(Qm, p, first=False, keep_z=False):
-        nonlocal total_sq
+        nonlocal total_var
         Y = torch.zeros(n, Qm.shape[1], dtype=torch.float32, device=device)
         zs = []
         for j, s, e, X in _blocks_iter(spill, device):
             if first:
-                mean[s:e] = X.mean(0)
+                var_j, mean[s:e] = torch.var_mean(X, dim=0, correction=1)  # one accurate (Welford) pass
+                total_var += float(var_j.double().sum())
             X -= mean[s:e]
-            if first:
-                total_sq += _sumsq(X)
             Z = X.T @ Qm  # (cols, width of Qm)
             Y.addmm_(X, Z)
             if keep_z and store_z:
@@ -359,8 +359,7 @@ def _fit_randomized(spill, k, q, oversample, seed, device, budget_mb, progress):
     G = (G + G.T) / 2
     evals, U = torch.linalg.eigh(G)  # ascending
     evals, U = evals.flip(0)[:k], U.flip(1)[:, :k]
-    s = evals.clamp_min(evals[0].abs() * 1e-12 + 1e-30).sqrt()
-    M = (U / s).float()  # (width, k)
+    M = (U * _inv_sqrt(evals)).float()  # (width, k)
     T = YK @ M  # (n, k) = Xc V exactly, with V = Xc^T K M
     del YK
     T, ev, M = _order_and_signs(T, n, M)
@@ -376,7 +375,6 @@ def _fit_randomized(spill, k, q, oversample, seed, device, budget_mb, progress):
             X -= mean[s_:e_]
             V[s_:e_] = X.T @ W
             report(progress, (n_passes - 1 + (j + 1) / spill.plan.n_blocks) / n_passes, "PCA components")
-    total_var = total_sq / max(n - 1, 1)
     info = {"method": "block Krylov", "block_width": l, "krylov_width": int(K.shape[1]), "power_iterations": q,
             "oversample": l - k, "passes": n_passes, "seed": int(seed), "block_cols": spill.plan.cols,
             "n_blocks": spill.plan.n_blocks}
@@ -390,21 +388,20 @@ def _fit_exact(spill, k, device, progress):
     n, dim = spill.plan.n, spill.plan.dim
     mean = torch.empty(dim, dtype=torch.float32, device=device)
     bounds = spill.plan.bounds()
-    total_sq = 0.0
+    total_var = 0.0
     if n <= dim:  # Gram matrix Xc Xc^T (n x n)
         K = torch.zeros(n, n, dtype=torch.float64, device=device)
         for j, s, e, X in _blocks_iter(spill, device):
-            mean[s:e] = X.mean(0)
+            var_j, mean[s:e] = torch.var_mean(X, dim=0, correction=1)
+            total_var += float(var_j.double().sum())
             X -= mean[s:e]
-            total_sq += _sumsq(X)
             K += (X @ X.T).double()
             report(progress, 0.5 * (j + 1) / len(bounds), "exact PCA (Gram)")
         evals, U = torch.linalg.eigh(K)
         del K
         evals, U = evals.flip(0)[:k], U.flip(1)[:, :k]
-        s = evals.clamp_min(evals[0].abs() * 1e-12 + 1e-30).sqrt()
-        W = (U / s).float()  # (n, k)
-        T, ev, W = _order_and_signs((U * s).float(), n, W)
+        W = (U * _inv_sqrt(evals)).float()  # (n, k)
+        T, ev, W = _order_and_signs((U * evals.clamp_min(0).sqrt()).float(), n, W)
         V = torch.empty(dim, k, dtype=torch.float32, device=device)
         for j, s_, e_, X in _blocks_iter(spill, device):
             X -= mean[s_:e_]
@@ -414,9 +411,9 @@ def _fit_exact(spill, k, device, progress):
         C = torch.zeros(dim, dim, dtype=torch.float64, device=device)
         for i, (si, ei) in enumerate(bounds):
             Xi = torch.from_numpy(spill.read_block(i)).to(device)
-            mean[si:ei] = Xi.mean(0)
+            var_i, mean[si:ei] = torch.var_mean(Xi, dim=0, correction=1)
+            total_var += float(var_i.double().sum())
             Xi -= mean[si:ei]
-            total_sq += _sumsq(Xi)
             C[si:ei, si:ei] = (Xi.T @ Xi).double()
             for jj in range(i + 1, len(bounds)):
                 sj, ej = bounds[jj]
@@ -434,7 +431,6 @@ def _fit_exact(spill, k, device, progress):
             X -= mean[s_:e_]
             T += X @ V[s_:e_]
         T, ev, V = _order_and_signs(T, n, V)  # d < n here: V is small
-    total_var = total_sq / max(n - 1, 1)
     report(progress, 1.0, "PCA done")
     return _finish(mean, V.contiguous(), T, ev, total_var, n, "exact",
                    {"block_cols": spill.plan.cols, "n_blocks": len(bounds)})

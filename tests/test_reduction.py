@@ -80,3 +80,15 @@ def test_pooling():
     assert torch.allclose(out[0, 0], x[0, 0, :4, :4].mean())
     with pytest.raises(UserError, match="pooling needs a convolutional layer"):
         pool_features(torch.zeros(2, 197, 768), 2, "encoder.ln")
+
+
+def test_rank_deficient_data_gives_zero_components_not_noise(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((4, 300)).astype(np.float32)
+    X = np.repeat(base, 10, axis=0)  # 40 images, only 4 distinct: rank 3 after centring
+    for solver in ("exact", "randomized"):
+        model, T = fit_pca(_spill(tmp_path, X, 8, 64, solver), 8, solver=solver)
+        Tn = T.numpy()
+        assert np.isfinite(Tn).all() and np.abs(Tn[:, 3:]).max() < 1e-3 * np.abs(Tn[:, :3]).max()
+        assert model.explained_variance_ratio[:3].sum() > 0.999
+        assert np.abs(model.transform(X)).max() < 10 * np.abs(Tn).max()
