@@ -3,7 +3,7 @@
 Frame sampling follows the Algonauts 2021 devkit: of a clip's ``T`` frames, frames
 ``floor(linspace(0, T - 1, n))`` are used (first and last included; indices repeat when
 ``n > T``). Decoding goes through the clip once and stops after the last frame wanted; only
-the wanted frames are converted to RGB and resized (squashed to ``R x R`` with PIL bilinear,
+the wanted frames are converted to RGB and resized (squashed to ``R x R``, bilinear with antialiasing,
 as :mod:`core.images` does for still images).
 
 ``build_frame_cache(videos, n_frames, resolution)`` decodes a list of clips once into an
@@ -30,7 +30,7 @@ from core import paths
 from core.atomicdir import clean_stale, staging_dir
 from core.errors import DatasetError, UserError
 from core.fileio import atomic_path, write_json
-from core.images import ImageCache, _open_existing, default_workers, fingerprint_images, preprocessing_spec
+from core.images import ImageCache, _open_existing, default_workers, fingerprint_images, preprocessing_spec, resize_rgb
 from core.npystream import NpyWriter
 from core.progress import Progress, report
 
@@ -106,12 +106,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 
 def _to_rgb(frame, resolution: int | None) -> np.ndarray:
-    from PIL import Image
-
-    image = frame.to_image()  # RGB
-    if resolution is not None and image.size != (resolution, resolution):
-        image = image.resize((resolution, resolution), Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+    arr = frame.to_ndarray(format="rgb24")
+    return arr if resolution is None else resize_rgb(arr, resolution)
 
 
 def _decode(container, stream, wanted: np.ndarray, resolution: int | None) -> tuple[list[np.ndarray], int]:

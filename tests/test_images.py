@@ -48,10 +48,21 @@ def test_cache_built_once_and_reused(tmp_path, monkeypatch):
         build_image_cache(paths, 32, cache_dir=tmp_path / "c", num_workers=0)
 
 
-def test_modes_are_converted_to_rgb(tmp_path):
-    for mode in ("L", "RGBA", "P"):
-        (p,) = _pngs(tmp_path / mode, 1, mode=mode)
-        assert decode_image(p, 32).shape == (32, 32, 3)
+def test_every_format_decodes_to_pils_rgb_pixels(tmp_path):
+    """libspng (8-bit PNGs) and PIL (the rest) give PIL's ``convert("RGB")`` pixels exactly."""
+    for mode in ("RGB", "L", "RGBA", "P", "LA", "1", "I;16"):
+        (p,) = _pngs(tmp_path / mode.replace(";", ""), 1, size=40, mode=mode)
+        assert np.array_equal(decode_image(p, 40), np.asarray(Image.open(p).convert("RGB"))), mode
+    (p,) = _pngs(tmp_path / "jpg", 1, size=40)
+    Image.open(p).save(tmp_path / "x.jpg", quality=90)
+    assert np.array_equal(decode_image(tmp_path / "x.jpg", 40), np.asarray(Image.open(tmp_path / "x.jpg")))
+
+
+def test_resize_matches_pil_bilinear_antialias(tmp_path):
+    (p,) = _pngs(tmp_path / "imgs", 1)
+    ours = decode_image(p, 224).astype(int)
+    pil = np.asarray(Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR)).astype(int)
+    assert np.abs(ours - pil).max() <= 1 and (ours != pil).mean() < 0.01
 
 
 def test_fingerprint_tracks_names_sizes_mtimes(tmp_path):
@@ -66,9 +77,13 @@ def test_fingerprint_tracks_names_sizes_mtimes(tmp_path):
         fingerprint_images([tmp_path / "missing.png"])
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_truncated_image_names_the_file_and_leaves_nothing(tmp_path, workers):
+@pytest.mark.parametrize("workers,ext", [(0, "png"), (2, "png"), (0, "jpg")])
+def test_truncated_image_names_the_file_and_leaves_nothing(tmp_path, workers, ext):
     paths = _pngs(tmp_path / "imgs", 70 if workers else 4)
+    if ext != "png":
+        for p in paths:
+            Image.open(p).save(p.with_suffix(f".{ext}"))
+        paths = [p.with_suffix(f".{ext}") for p in paths]
     bad = paths[len(paths) // 2]
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 3])
