@@ -47,7 +47,8 @@ def staging_dir(final: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one of another user counts; a zombie too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,7 +68,7 @@ def clean_stale(parent: str | os.PathLike) -> list[Path]:
         parts = p.name.rsplit("-", 3)
         if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
             continue
-        if not _pid_alive(int(parts[2])):
+        if not pid_exists(int(parts[2])):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed

@@ -23,7 +23,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -46,6 +46,7 @@ _SUBJECT_DIR = re.compile(r"^subj(\d{2})$")
 _TRAIN_NAME = re.compile(r"^train-(\d{4,})_nsd-(\d{5})\.png$")
 _TEST_NAME = re.compile(r"^test-(\d{4,})_nsd-(\d{5})\.png$")
 _NAN_SCAN_BYTES = 64 << 20
+_S = TypeVar("_S")
 
 
 def roi_class_of(roi: str) -> str:
@@ -316,35 +317,44 @@ def _file_key_or_missing(path: Path) -> tuple[str, int, int]:
     return _file_key(path)
 
 
-@dataclass(eq=False)
-class Dataset:
-    """A validated Algonauts 2023 dataset: the subjects found under ``root``."""
-
-    root: Path
-    _subjects: dict[int, Subject]
-
-    @property
-    def subjects(self) -> list[int]:
-        return sorted(self._subjects)
-
-    def subject(self, number: int | str) -> Subject:
-        """Subject by number (``1``) or name (``"subj01"``)."""
-        n = parse_subject(number)
-        if n not in self._subjects:
-            have = ", ".join(str(s) for s in self.subjects)
-            raise DatasetError(f"{self.root}: unknown subject {number} (available: {have})")
-        return self._subjects[n]
-
-    def __iter__(self):
-        return iter(self._subjects[n] for n in self.subjects)
-
-
 def parse_subject(value: int | str) -> int:
     """``1``, ``"1"``, ``"01"`` or ``"subj01"`` -> 1."""
     text = str(value).strip().lower().removeprefix("subj")
     if not text.isdigit() or not 1 <= int(text) <= 99:
         raise DatasetError(f"unknown subject '{value}' (use a number such as 1 or a name such as subj01)")
     return int(text)
+
+
+class SubjectLookup(Generic[_S]):
+    """A dataset's subjects by number or name; a subclass sets ``_parse_subject`` (its name -> number rule)."""
+
+    root: Path
+    _subjects: dict[int, _S]
+    _parse_subject: Callable[[int | str], int]
+
+    @property
+    def subjects(self) -> list[int]:
+        return sorted(self._subjects)
+
+    def subject(self, number: int | str) -> _S:
+        """Subject by number (``1``) or name (as the layout writes it)."""
+        n = self._parse_subject(number)
+        if n not in self._subjects:
+            have = ", ".join(str(s) for s in self.subjects)
+            raise DatasetError(f"{self.root}: unknown subject {number} (available: {have})")
+        return self._subjects[n]
+
+    def __iter__(self) -> Iterator[_S]:
+        return iter(self._subjects[n] for n in self.subjects)
+
+
+@dataclass(eq=False)
+class Dataset(SubjectLookup[Subject]):
+    """A validated Algonauts 2023 dataset: the subjects found under ``root`` (``subject(1)``, ``subject("subj01")``)."""
+
+    root: Path
+    _subjects: dict[int, Subject]
+    _parse_subject = staticmethod(parse_subject)
 
 
 def open_dataset(root: str | Path, subjects: Iterable[int | str] | None = None) -> Dataset:

@@ -42,8 +42,10 @@ import numpy as np
 
 from core import paths, safe_pickle
 from core.atomicdir import clean_stale, staging_dir
+from core.dataset import SubjectLookup
 from core.errors import DatasetError
 from core.fileio import save_npy, write_json
+from core.metrics import pearson_r
 from core.progress import Progress, report
 from core.video import VIDEO_SUFFIXES
 
@@ -113,19 +115,12 @@ def split_half_noise_ceiling(train: np.ndarray) -> np.ndarray:
     rs = []
     for half in _half_splits(n_reps):
         a = train[:, half, :].sum(axis=1, dtype=np.float64)
-        rs.append(_columnwise_r(a, total - a))
-    r = np.clip(np.mean(rs, axis=0), 0.0, 1.0 - 1e-9)
+        rs.append(np.nan_to_num(pearson_r(a, total - a)))  # a constant voxel: r = 0
+    r = np.clip(np.mean(rs, axis=0, dtype=np.float64), 0.0, 1.0 - 1e-9)
     a, b = n_reps // 2, n_reps - n_reps // 2
     s, p, r2 = 1.0 / a + 1.0 / b, 1.0 / (a * b), r**2
     q = (r2 * s + np.sqrt(r2**2 * s**2 + 4 * (1 - r2) * r2 * p)) / (2 * (1 - r2))
     return (100.0 * n_reps * q / (n_reps * q + 1)).astype(np.float32)
-
-
-def _columnwise_r(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    x = x - x.mean(axis=0)
-    y = y - y.mean(axis=0)
-    den = np.sqrt((x * x).sum(axis=0) * (y * y).sum(axis=0))
-    return np.where(den > 0, (x * y).sum(axis=0) / np.where(den > 0, den, 1.0), 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,13 +305,14 @@ def track_of(roi: str) -> str:
 
 
 @dataclass(eq=False)
-class Dataset2021:
-    """A validated Algonauts 2021 dataset: the clips and the subjects found under ``root``."""
+class Dataset2021(SubjectLookup[Subject2021]):
+    """A validated Algonauts 2021 dataset: the clips and the subjects found under ``root`` (``subject("sub01")``)."""
 
     root: Path
     videos: list[Path]
     n_train: int
     _subjects: dict[int, Subject2021] = field(default_factory=dict)
+    _parse_subject = staticmethod(parse_subject2021)
 
     @property
     def n_test(self) -> int:
@@ -329,21 +325,6 @@ class Dataset2021:
     @property
     def test_videos(self) -> list[Path]:
         return self.videos[self.n_train :]
-
-    @property
-    def subjects(self) -> list[int]:
-        return sorted(self._subjects)
-
-    def subject(self, number: int | str) -> Subject2021:
-        """Subject by number (``1``) or name (``"sub01"``)."""
-        n = parse_subject2021(number)
-        if n not in self._subjects:
-            have = ", ".join(str(s) for s in self.subjects)
-            raise DatasetError(f"{self.root}: unknown subject {number} (available: {have})")
-        return self._subjects[n]
-
-    def __iter__(self):
-        return iter(self._subjects[n] for n in self.subjects)
 
 
 def list_videos(root: str | os.PathLike) -> list[Path]:

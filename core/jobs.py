@@ -26,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from core.atomicdir import pid_exists
 from core.errors import UserError
 from core.runstore import ACTIVE, HOST, Run, RunStore, new_run_id
 from core.tasks import TaskContext, check_config, resolve_task
@@ -74,12 +75,8 @@ def pid_alive(pid: int, *, markers: Sequence[str] = ()) -> bool:
     child = _children.get(pid)
     if child is not None:
         return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_exists(pid):
         return False
-    except PermissionError:
-        return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
