@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Self, Sequence
 
 import numpy as np
 
@@ -653,7 +653,31 @@ class Ridge(_LinearModel):
         return self.fit(X, Y, progress)
 
 
-class RidgeCV(_LinearModel):
+class _SearchCV(_LinearModel):
+    """What ``RidgeCV`` and ``BandedRidgeCV`` share: the per-vertex CV search, and ``refit``."""
+
+    def _search_fit(self, X, Y, mults: list[np.ndarray], alphas: np.ndarray, holdout, progress) -> _FitResult:
+        """Run the search over ``mults`` x ``alphas``; keep each vertex's best alpha and CV score, and the refit."""
+        res = _search(self, X, Y, mults, alphas, holdout, progress)
+        self.alphas_ = alphas
+        self.best_alphas_ = res.best_alpha
+        self.cv_r_ = res.best_score
+        return self._finish(res)
+
+    def refit(self, X: Any, Y: Any, progress: Progress | None = None) -> Self:
+        """Refit on new rows keeping each vertex's chosen hyperparameters (no cross-validation)."""
+        self._check_fitted()
+        X = self._prepare_X(X)
+        Y, squeeze = _check_Y(Y, X.shape[0])
+        self._finish(self._refit(X, Y, progress))
+        self._squeeze = squeeze
+        return self
+
+    def _refit(self, X: np.ndarray, Y: np.ndarray, progress: Progress | None) -> _FitResult:
+        raise NotImplementedError
+
+
+class RidgeCV(_SearchCV):
     """Ridge regression with alpha chosen per vertex by K-fold cross-validation.
 
     Parameters: ``alphas`` (grid), ``cv`` (number of folds, or explicit ``(train, val)`` index
@@ -683,25 +707,15 @@ class RidgeCV(_LinearModel):
         self.chunk_bytes = chunk_bytes
 
     def _fit(self, X, Y, holdout, progress):
-        alphas = _check_alphas(self.alphas)
-        res = _search(self, X, Y, [np.ones(X.shape[1])], alphas, holdout, progress)
-        self.alphas_ = alphas
-        self.best_alphas_ = res.best_alpha
+        res = self._search_fit(X, Y, [np.ones(X.shape[1])], _check_alphas(self.alphas), holdout, progress)
         self.cv_scores_ = res.scores_by_alpha
-        self.cv_r_ = res.best_score
-        return self._finish(res)
+        return res
 
-    def refit(self, X: Any, Y: Any, progress: Progress | None = None) -> "RidgeCV":
-        """Refit on new rows keeping each vertex's chosen alpha (no cross-validation)."""
-        self._check_fitted()
-        X = self._prepare_X(X)
-        Y, squeeze = _check_Y(Y, X.shape[0])
-        self._finish(_fit_fixed(self, X, Y, self.best_alphas_.astype(np.float32), progress=progress))
-        self._squeeze = squeeze
-        return self
+    def _refit(self, X, Y, progress):
+        return _fit_fixed(self, X, Y, self.best_alphas_.astype(np.float32), progress=progress)
 
 
-class BandedRidgeCV(_LinearModel):
+class BandedRidgeCV(_SearchCV):
     """Banded (group) ridge: one regularisation per feature space, chosen per vertex by K-fold CV.
 
     The feature spaces ("bands", e.g. two layers or two models) are passed to ``fit`` as a list
@@ -791,21 +805,14 @@ class BandedRidgeCV(_LinearModel):
         sizes = self._sizes(X)
         alphas = _check_alphas(self.alphas)
         gammas = self.candidate_weights(len(sizes))
-        res = _search(self, X, Y, self._multipliers(sizes, gammas), alphas, holdout, progress)
+        res = self._search_fit(X, Y, self._multipliers(sizes, gammas), alphas, holdout, progress)
         self.sizes_ = sizes
-        self.alphas_ = alphas
         self.band_weights_ = gammas
-        self.best_alphas_ = res.best_alpha
         self.best_band_weights_ = gammas[res.best_g].T.astype(np.float32)
         self.best_weight_index_ = res.best_g
-        self.cv_r_ = res.best_score
-        return self._finish(res)
+        return res
 
-    def refit(self, X: Any, Y: Any, progress: Progress | None = None) -> "BandedRidgeCV":
-        """Refit on new rows keeping each vertex's chosen band weights and alpha."""
-        self._check_fitted()
-        X = self._prepare_X(X)
-        Y, squeeze = _check_Y(Y, X.shape[0])
+    def _refit(self, X, Y, progress):
         t = Y.shape[1]
         coef = np.empty((X.shape[1], t), dtype=np.float32)
         intercept = np.empty(t, dtype=np.float32)
@@ -817,6 +824,4 @@ class BandedRidgeCV(_LinearModel):
             r = _fit_fixed(self, X, Y, self.best_alphas_[targets].astype(np.float32), g=mults[gi],
                            targets=targets, progress=sub)
             coef[:, targets], intercept[targets] = r.coef, r.intercept
-        self._finish(_FitResult(coef, intercept))
-        self._squeeze = squeeze
-        return self
+        return _FitResult(coef, intercept)
