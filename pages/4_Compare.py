@@ -13,6 +13,7 @@ from core import backbones, compare, plotting, surfaces
 from core.dataset import HEMI_NAMES, HEMIS, ROI_CLASSES
 from core.errors import UserError
 from core.runstore import RunStore
+from ui.controls import run_scores_table
 from ui.state import sidebar
 
 st.set_page_config(page_title="Compare · Brain Encoding Studio", page_icon="🧠", layout="wide")
@@ -104,10 +105,8 @@ else:
 # -- scores ------------------------------------------------------------------------------------
 st.subheader("Scores")
 summary = compare.summary_table(chosen, subj.number)
-scores = {"noise-normalised score (%)": "%.1f", "lh median r": "%.3f", "rh median r": "%.3f"}
-st.dataframe(summary, hide_index=True, key="compare_summary",
-             column_order=["run", *scores, "model", "weights", "layers", "estimator", "label"],
-             column_config={c: st.column_config.NumberColumn(format=f) for c, f in scores.items()})  # fmt: skip
+run_scores_table(summary, {"noise-normalised score (%)": "%.1f", "lh median r": "%.3f", "rh median r": "%.3f"},
+                 "compare_summary")  # fmt: skip
 st.download_button("Download the scores (CSV)", summary.to_csv(index=False), file_name=f"{subj.name}_run_scores.csv",
                    mime="text/csv", key="compare_summary_csv")  # fmt: skip
 st.markdown("**Median noise-normalised accuracy per ROI (%)** — the challenge's metric: r² over the noise "

@@ -28,7 +28,7 @@ from core.errors import UserError
 from core.evaluate import ESTIMATORS
 from core.runstore import Run, RunStore
 from core.video_features import DEFAULT_N_FRAMES
-from ui.controls import backbone_controls
+from ui.controls import backbone_controls, run_scores_table
 from ui.state import persist, wait_for_demo, widget_value
 
 st.set_page_config(page_title="Videos · Brain Encoding Studio", page_icon="🧠", layout="wide")
@@ -335,10 +335,8 @@ if chosen_ids:
 
     st.subheader("Noise-normalised scores")
     summary = compare.summary_table_2021(chosen, subj.number)
-    scores = {"mini_track score (%)": "%.1f", "full_track score (%)": "%.1f", "WB median r": "%.3f"}
-    st.dataframe(summary, hide_index=True, key="videos_scores",
-                 column_order=["run", *scores, "model", "weights", "layers", "estimator", "label"],
-                 column_config={c: st.column_config.NumberColumn(format=f) for c, f in scores.items()})  # fmt: skip
+    run_scores_table(summary, {"mini_track score (%)": "%.1f", "full_track score (%)": "%.1f", "WB median r": "%.3f"},
+                     "videos_scores")  # fmt: skip
     st.markdown("**Median noise-normalised accuracy per ROI (%)** — r² over the noise ceiling, per voxel, capped "
                 "at 100; the track scores above are the mean over the track's voxels.")  # fmt: skip
     pivot = compare.noise_normalized_pivot(table, index=("track", "roi"))

@@ -1,4 +1,4 @@
-"""Widgets shared by the map pages (Explore, Flatmaps)."""
+"""Widgets shared by pages: colour controls, backbone pickers, the run scores table."""
 
 from __future__ import annotations
 
@@ -47,3 +47,10 @@ def backbone_controls(key: str, columns, model_help: str, layers_help: str) -> t
     layers = st.multiselect("Layers", layer_options, default=suggested[1:2] or layer_options[:1],
                             key=f"{key}_layers_{model}", help=layers_help)  # fmt: skip
     return model, weights, layers
+
+
+def run_scores_table(summary, scores: dict[str, str], key: str) -> None:
+    """A table of runs: ``run``, the score columns (``{column: printf format}``), then each run's settings."""
+    st.dataframe(summary, hide_index=True, key=key,
+                 column_order=["run", *scores, "model", "weights", "layers", "estimator", "label"],
+                 column_config={c: st.column_config.NumberColumn(format=f) for c, f in scores.items()})  # fmt: skip
