@@ -13,13 +13,14 @@ then costs only forward passes: batches are read with ``pread`` (or memory-mappe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -163,6 +164,44 @@ def default_workers(n_images: int) -> int:
     return max(0, min(16, (os.cpu_count() or 1)))
 
 
+def cached_or_built(
+    entry: Path,
+    n_rows: int,
+    resolution: int,
+    fingerprint: str,
+    decode: Callable[[], Iterator[np.ndarray]],
+    meta: dict,
+    *,
+    label: str = "images",
+    rows_per_item: int = 1,
+    progress: Progress | None = None,
+) -> ImageCache:
+    """The published entry at ``entry`` if it is complete; else write the uint8 rows that ``decode()``
+    yields, in order, into a staging folder and publish it with ``meta``. A decoding error leaves nothing."""
+    found = _open_existing(entry, n_rows, resolution, fingerprint)
+    if found is not None:
+        report(progress, 1.0, f"{label} cached")
+        return found
+    clean_stale(entry.parent)
+    t0 = time.perf_counter()
+    n_items = n_rows // rows_per_item
+    with staging_dir(entry) as tmp:
+        with NpyWriter(tmp / "images.npy", (n_rows, resolution, resolution, 3), np.uint8) as writer:
+            with contextlib.closing(decode()) as chunks:  # a failure here stops the decoders first
+                for chunk in chunks:
+                    writer.write(chunk)
+                    done = writer.rows_written // rows_per_item
+                    report(progress, done / n_items, f"decoding {label} {done}/{n_items}")
+        write_json(tmp / "meta.json", {"fingerprint": fingerprint, "n": n_rows, **meta,
+                                       "decode_seconds": round(time.perf_counter() - t0, 3)})
+    return ImageCache(entry, n_rows, resolution, fingerprint)
+
+
+def check_resolution(resolution: int) -> None:
+    if not 16 <= resolution <= 4096:
+        raise UserError(f"resolution must be between 16 and 4096 pixels (got {resolution})")
+
+
 def build_image_cache(
     images: Sequence[str | os.PathLike],
     resolution: int,
@@ -180,46 +219,27 @@ def build_image_cache(
     images = [Path(p) for p in images]
     if not images:
         raise UserError("no images given")
-    if resolution < 16 or resolution > 4096:
-        raise UserError(f"resolution must be between 16 and 4096 pixels (got {resolution})")
+    check_resolution(resolution)
     fingerprint = fingerprint or fingerprint_images(images)
     root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
-    parent = root / "images"
-    entry = parent / image_cache_key(fingerprint, resolution)
-    found = _open_existing(entry, len(images), resolution, fingerprint)
-    if found is not None:
-        report(progress, 1.0, "images cached")
-        return found
-    clean_stale(parent)
+    workers = default_workers(len(images)) if num_workers is None else num_workers
+
+    def decode() -> Iterator[np.ndarray]:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            _DecodeDataset(images, resolution), batch_size=32, shuffle=False, num_workers=workers,
+            collate_fn=_collate, prefetch_factor=4 if workers else None, persistent_workers=False,
+        )
+        for batch in loader:
+            for _i, arr, err in batch:
+                if err is not None:
+                    raise DatasetError(err)
+            yield np.stack([arr for _i, arr, _err in batch])
 
     import torch
-    from torch.utils.data import DataLoader
 
-    n = len(images)
-    workers = default_workers(n) if num_workers is None else num_workers
-    loader = DataLoader(
-        _DecodeDataset(images, resolution), batch_size=32, shuffle=False, num_workers=workers,
-        collate_fn=_collate, prefetch_factor=4 if workers else None, persistent_workers=False,
-    )
-    t0 = time.perf_counter()
-    with staging_dir(entry) as tmp:
-        with NpyWriter(tmp / "images.npy", (n, resolution, resolution, 3), np.uint8) as writer:
-            done = 0
-            it = iter(loader)
-            try:
-                for batch in it:
-                    for i, arr, err in batch:
-                        if err is not None:
-                            raise DatasetError(err)
-                        assert i == done
-                        writer.write(arr[None])
-                        done += 1
-                    report(progress, done / n, f"decoding images {done}/{n}")
-            finally:
-                del it  # shuts the workers down before the staging folder goes
-        write_json(tmp / "meta.json", {
-            "fingerprint": fingerprint, "n": n, **preprocessing_spec(resolution),
-            "names": [p.name for p in images], "source_dir": str(images[0].parent),
-            "decode_seconds": round(time.perf_counter() - t0, 3), "torch": torch.__version__,
-        })
-    return ImageCache(entry, n, resolution, fingerprint)
+    meta = {**preprocessing_spec(resolution), "names": [p.name for p in images],
+            "source_dir": str(images[0].parent), "torch": torch.__version__}
+    return cached_or_built(root / "images" / image_cache_key(fingerprint, resolution), len(images), resolution,
+                           fingerprint, decode, meta, progress=progress)

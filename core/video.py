@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,12 +26,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from core import paths
-from core.atomicdir import clean_stale, staging_dir
 from core.errors import DatasetError, UserError
-from core.fileio import atomic_path, write_json
-from core.images import ImageCache, _open_existing, default_workers, fingerprint_images, preprocessing_spec, resize_rgb
-from core.npystream import NpyWriter
-from core.progress import Progress, report
+from core.fileio import atomic_path
+from core.images import (
+    ImageCache, cached_or_built, check_resolution, default_workers, fingerprint_images, preprocessing_spec, resize_rgb,
+)
+from core.progress import Progress
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 SAMPLING = "linspace-floor"  # the devkit's np.linspace(0, T - 1, n, dtype=int)
@@ -231,28 +230,14 @@ def build_frame_cache(
     videos = [Path(p) for p in videos]
     if not videos:
         raise UserError("no videos given")
-    if not 16 <= resolution <= 4096:
-        raise UserError(f"resolution must be between 16 and 4096 pixels (got {resolution})")
+    check_resolution(resolution)
     frame_indices(1, n_frames)  # checks n_frames
     fingerprint = fingerprint or fingerprint_videos(videos, n_frames)
     parent = (Path(cache_dir) if cache_dir is not None else paths.cache_dir()) / "frames"
-    entry = parent / frame_cache_key(fingerprint, n_frames, resolution)
-    n_rows = len(videos) * n_frames
-    found = _open_existing(entry, n_rows, resolution, fingerprint)
-    if found is not None:
-        report(progress, 1.0, "frames cached")
-        return found
-    clean_stale(parent)
     workers = max(1, default_workers(len(videos)) if num_workers is None else num_workers)
-    t0 = time.perf_counter()
-    with staging_dir(entry) as tmp:
-        with NpyWriter(tmp / "images.npy", (n_rows, resolution, resolution, 3), np.uint8) as writer:
-            for i, frames in enumerate(_map_ordered(lambda p: read_frames(p, n_frames, resolution), videos, workers)):
-                writer.write(frames)
-                report(progress, (i + 1) / len(videos), f"decoding videos {i + 1}/{len(videos)}")
-        write_json(tmp / "meta.json", {
-            "fingerprint": fingerprint, "n": n_rows, "n_videos": len(videos), **frames_spec(n_frames, resolution),
-            "names": [p.name for p in videos], "source_dir": str(videos[0].parent),
-            "decode_seconds": round(time.perf_counter() - t0, 3),
-        })
-    return ImageCache(entry, n_rows, resolution, fingerprint)
+    meta = {"n_videos": len(videos), **frames_spec(n_frames, resolution), "names": [p.name for p in videos],
+            "source_dir": str(videos[0].parent)}
+    return cached_or_built(
+        parent / frame_cache_key(fingerprint, n_frames, resolution), len(videos) * n_frames, resolution, fingerprint,
+        lambda: _map_ordered(lambda p: read_frames(p, n_frames, resolution), videos, workers), meta,
+        label="videos", rows_per_item=n_frames, progress=progress)
