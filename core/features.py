@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -516,6 +516,23 @@ def extract_for_subject(subject, config: ExtractionConfig, **kwargs) -> dict[str
     return extract_features(list(subject.train_images), list(subject.test_images), config, **kwargs)
 
 
+@dataclass
+class Stimuli:
+    """The training and test stimuli of one extraction, and how to decode them into a pixel cache.
+
+    ``decode(items, fingerprint, progress)`` returns the :class:`~core.images.ImageCache` of
+    ``items`` with ``frames_per_item`` consecutive rows per item; each layer's activations are
+    averaged over an item's rows (a clip's frames) before the reduction.
+    """
+
+    kind: str  # "images" | "videos": in messages and metadata
+    train: list[Path]
+    test: list[Path]
+    fingerprint: Callable[[Sequence[Path]], str]
+    decode: Callable[[list[Path], str, Optional[Progress]], ImageCache]
+    frames_per_item: int = 1
+    meta: dict = field(default_factory=dict)  # more entry metadata (frame sampling)
+
 
 def extract_features(
     train_images: Sequence[str | os.PathLike],
@@ -527,21 +544,42 @@ def extract_features(
     progress: Optional[Progress] = None,
 ) -> dict[str, FeatureEntry]:
     """Extract (or reuse) one feature entry per layer of ``config``. See the module docstring."""
+    cfg = config.validated()
+
+    def decode(items, fingerprint, sub_progress):
+        return build_image_cache(items, cfg.resolution, cache_dir=cache_dir, fingerprint=fingerprint,
+                                 num_workers=cfg.num_workers, progress=sub_progress)
+
+    stimuli = Stimuli("images", [Path(p) for p in train_images], [Path(p) for p in test_images],
+                      fingerprint_images, decode)
+    return run_extraction(stimuli, cfg, cache_dir=cache_dir, device=device, progress=progress)
+
+
+def run_extraction(
+    stimuli: Stimuli,
+    config: ExtractionConfig,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    device=None,
+    progress: Optional[Progress] = None,
+) -> dict[str, FeatureEntry]:
+    """The engine behind :func:`extract_features` and the video features: look the entries up; for the
+    missing layers load the model, decode the stimuli once, run one forward pass for all layers
+    (averaging each item's frames), reduce and publish."""
     import torch
 
     t_start = time.perf_counter()
     cfg = config.validated()
     info = resolve_weights(cfg.model, cfg.weights)
     layers = check_layers(cfg.model, cfg.layers, info)
-    train_images = [Path(p) for p in train_images]
-    test_images = [Path(p) for p in test_images]
-    if len(train_images) < 2:
-        raise UserError(f"need at least 2 training images (got {len(train_images)})")
+    kind, k = stimuli.kind, int(stimuli.frames_per_item)
+    if len(stimuli.train) < 2:
+        raise UserError(f"need at least 2 training {kind} (got {len(stimuli.train)})")
     dev = pick_device(device)
     precision = resolve_precision(cfg.precision, dev)
     root = features_root(cache_dir)
-    fp_train, fp_test = fingerprint_images(train_images), fingerprint_images(test_images)
-    n_train, n_test = len(train_images), len(test_images)
+    fp_train, fp_test = stimuli.fingerprint(stimuli.train), stimuli.fingerprint(stimuli.test)
+    n_train, n_test = len(stimuli.train), len(stimuli.test)
 
     names, keys, found = _lookup(cfg, info, layers, fp_train, fp_test, precision, n_train, n_test, root)
     missing = [layer for layer in layers if layer not in found]
@@ -563,47 +601,50 @@ def extract_features(
     if channels_last:
         extractor = extractor.to(memory_format=torch.channels_last)
     shapes, per_image = _probe(extractor, missing, cfg.resolution, info.mean, info.std, dev, channels_last, precision)
-    batch_size = cfg.batch_size or auto_batch_size(per_image, dev, cfg.memory_budget_mb)
+    items_per_batch = max(1, (cfg.batch_size or auto_batch_size(per_image, dev, cfg.memory_budget_mb)) // k)
+    batch_size = items_per_batch * k  # backbone inputs per forward call
     t_model = time.perf_counter() - t0
-    report(progress, 0.02, f"{cfg.model} on {dev.type}, batch {batch_size}")
+    report(progress, 0.02, f"{cfg.model} on {dev.type}, batch {batch_size}" + (f" ({items_per_batch} x {k} frames)"
+                                                                               if k > 1 else ""))
 
     jobs: dict[str, _LayerJob] = {}
     try:
         for layer in missing:
             jobs[layer] = _LayerJob(layer, cfg, names[layer], keys[layer], root, shapes[layer], n_train, n_test)
 
-        # 2. images (decoded once per list and resolution)
+        # 2. pixels (decoded once per list and resolution)
         t0 = time.perf_counter()
-        train_cache = build_image_cache(train_images, cfg.resolution, cache_dir=cache_dir, fingerprint=fp_train,
-                                        num_workers=cfg.num_workers, progress=scaled(progress, 0.02, 0.13))
-        test_cache = (build_image_cache(test_images, cfg.resolution, cache_dir=cache_dir, fingerprint=fp_test,
-                                        num_workers=cfg.num_workers, progress=scaled(progress, 0.13, 0.15))
-                      if n_test else None)
-        t_images = time.perf_counter() - t0
+        decode_end = 0.15 if k == 1 else 0.3  # video decoding is the slower part
+        caches = {"train": stimuli.decode(stimuli.train, fp_train, scaled(progress, 0.02, 0.9 * decode_end))}
+        if n_test:
+            caches["test"] = stimuli.decode(stimuli.test, fp_test, scaled(progress, 0.9 * decode_end, decode_end))
+        t_decode = time.perf_counter() - t0
 
         # 3. one forward pass over train then test (all layers at once)
         t0 = time.perf_counter()
         norm = _Normalizer(info.mean, info.std, dev, channels_last)
-        total_batches = -(-n_train // batch_size) + (-(-n_test // batch_size) if n_test else 0)
-        fwd_progress = scaled(progress, 0.15, 0.85 if cfg.reduction == "pca" else 0.98)
+        total_batches = sum(-(-n // items_per_batch) for n in (n_train, n_test))
+        fwd_progress = scaled(progress, decode_end, 0.85 if cfg.reduction == "pca" else 0.98)
         done_batches, t_compute = 0, 0.0
         cudnn_benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = cudnn_benchmark or dev.type == "cuda"  # fixed shapes: pick fast kernels
         with torch.inference_mode():
-            for split, cache in (("train", train_cache), ("test", test_cache)):
-                if cache is None:
-                    continue
-                for batch in _batch_loader(cache, batch_size, dev, cfg.num_workers, norm):
+            for split, cache in caches.items():
+                n_split = n_train if split == "train" else n_test
+                for i, batch in enumerate(_batch_loader(cache, batch_size, dev, cfg.num_workers, norm)):
                     tc = time.perf_counter()
                     with _autocast(dev, precision):
                         out = extractor(norm(batch))
                     t_compute += time.perf_counter() - tc  # on a GPU: launch time only (asynchronous)
                     for layer in missing:
-                        jobs[layer].add(out[layer], split)
+                        act = out[layer]
+                        if k > 1:
+                            act = act.float().reshape(-1, k, *act.shape[1:]).mean(dim=1)
+                        jobs[layer].add(act, split)
                     del out
                     done_batches += 1
                     report(fwd_progress, done_batches / total_batches,
-                           f"{split} {min(done_batches * batch_size, n_train + n_test)}/{n_train + n_test} images")
+                           f"{split}: {min((i + 1) * items_per_batch, n_split)}/{n_split} {kind}")
         torch.backends.cudnn.benchmark = cudnn_benchmark
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -620,11 +661,13 @@ def extract_features(
             "weights_label": info.label,
             "random_weights": info.is_random,
             "preprocessing": keys[missing[0]]["preprocessing"],
+            **stimuli.meta,
             "reduction": cfg.reduction_spec(),
             "dataset": {
-                "train_fingerprint": fp_train, "test_fingerprint": fp_test, "n_train": n_train, "n_test": n_test,
-                "train_dir": str(train_images[0].parent), "test_dir": str(test_images[0].parent) if n_test else None,
-                "train_names_sha256": hashlib.sha256("\n".join(p.name for p in train_images).encode()).hexdigest(),
+                "kind": kind, "train_fingerprint": fp_train, "test_fingerprint": fp_test,
+                "n_train": n_train, "n_test": n_test, "train_dir": str(stimuli.train[0].parent),
+                "test_dir": str(stimuli.test[0].parent) if n_test else None,
+                "train_names_sha256": hashlib.sha256("\n".join(p.name for p in stimuli.train).encode()).hexdigest(),
             },
             "n_train": n_train,
             "n_test": n_test,
@@ -636,9 +679,9 @@ def extract_features(
             "versions": {"torch": torch.__version__, "torchvision": __import__("torchvision").__version__,
                          "numpy": np.__version__, "features": FEATURES_VERSION},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "timings": {"images_s": round(t_images, 3), "model_s": round(t_model, 3),
+            "timings": {"decode_s": round(t_decode, 3), "model_s": round(t_model, 3),
                         "forward_s": round(t_forward, 3),
-                        "forward_images_per_s": round((n_train + n_test) / max(t_forward, 1e-9), 2),
+                        "forward_images_per_s": round((n_train + n_test) * k / max(t_forward, 1e-9), 2),
                         "forward_compute_s": round(t_compute, 3) if dev.type == "cpu" else None},
         }
         result = dict(found)

@@ -56,6 +56,22 @@ def make_tiny_dataset(root: Path, subjects=(1,), n_train=6, n_test=2, n_lh=30, n
     return root
 
 
+def write_pngs(folder: Path, n: int, seed: int = 0, size: int = 425, mode: str = "RGB", noise: float = 0.0):
+    """``n`` smooth procedural PNGs (plus Gaussian pixel noise of SD ``noise``) in ``mode``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for i in range(n):
+        a, b, c = rng.uniform(0.5, 6, 3)
+        img = np.stack([np.sin(a * 6 * xx + b), np.cos(c * 6 * yy), np.sin(a * xx * yy * 9)], -1)
+        img = (img + 1) * 127.5 + (rng.normal(0, noise, img.shape) if noise else 0)
+        p = folder / f"img-{i:04d}.png"
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).convert(mode).save(p)
+        out.append(p)
+    return out
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path) -> Path:
     return make_tiny_dataset(tmp_path / "data")

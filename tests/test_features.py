@@ -7,36 +7,25 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import core.features as features_mod
 from core.cli import main as cli_main
 from core.errors import DatasetError, UserError
 from core.features import ExtractionConfig, FeatureEntry, extract_features, list_entries
 from core.reduction import exact_pca_reference
+from tests.conftest import write_pngs
 
 RES = 64
 
 
-def _pngs(folder, n, seed=0, size=425):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    out = []
-    for i in range(n):
-        a, b, c = rng.uniform(0.5, 6, 3)
-        img = np.stack([np.sin(a * 6 * xx + b), np.cos(c * 6 * yy), np.sin(a * xx * yy * 9)], -1)
-        img = ((img + 1) * 127.5 + rng.normal(0, 8, img.shape)).clip(0, 255).astype(np.uint8)
-        p = folder / f"img-{i:04d}.png"
-        Image.fromarray(img).save(p)
-        out.append(p)
-    return out
+def _noisy_pngs(folder, n, seed=0):
+    return write_pngs(folder, n, seed=seed, noise=8.0)
 
 
 @pytest.fixture(scope="module")
 def imgs(tmp_path_factory):
     root = tmp_path_factory.mktemp("imgs")
-    return _pngs(root / "train", 14, seed=1), _pngs(root / "test", 4, seed=2)
+    return _noisy_pngs(root / "train", 14, seed=1), _noisy_pngs(root / "test", 4, seed=2)
 
 
 def _staging_left(cache):
@@ -134,8 +123,8 @@ def test_key_covers_settings(imgs, tmp_path):
 
 
 def test_truncated_image_stops_cleanly_and_names_the_file(tmp_path):
-    train = _pngs(tmp_path / "train", 6, seed=3)
-    test = _pngs(tmp_path / "test", 2, seed=4)
+    train = _noisy_pngs(tmp_path / "train", 6, seed=3)
+    test = _noisy_pngs(tmp_path / "test", 2, seed=4)
     data = train[3].read_bytes()
     train[3].write_bytes(data[: len(data) // 2])
     cfg = ExtractionConfig(model="mobilenet_v2", layers=["features.6"], resolution=RES, n_components=3)

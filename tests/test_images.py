@@ -11,21 +11,7 @@ from PIL import Image
 from core import images as images_mod
 from core.errors import DatasetError
 from core.images import build_image_cache, decode_image, fingerprint_images
-
-
-def _pngs(folder, n, seed=0, size=425, mode="RGB"):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    out = []
-    for i in range(n):
-        a, b, c = rng.uniform(0.5, 6, 3)
-        img = np.stack([np.sin(a * 6 * xx + b), np.cos(c * 6 * yy), np.sin(a * xx * yy * 9)], -1)
-        img = ((img + 1) * 127.5).astype(np.uint8)
-        p = folder / f"img-{i:04d}.png"
-        Image.fromarray(img).convert(mode).save(p)
-        out.append(p)
-    return out
+from tests.conftest import write_pngs as _pngs
 
 
 def test_cache_built_once_and_reused(tmp_path, monkeypatch):
