@@ -28,7 +28,7 @@ from core import paths
 from core.atomicdir import clean_stale, staging_dir
 from core.errors import DatasetError, UserError
 from core.fileio import write_json
-from core.npystream import NpyReader, NpyWriter
+from core.npystream import NpyReader
 from core.progress import Progress, report
 
 PREPROCESS_VERSION = 2
@@ -94,25 +94,31 @@ def decode_image(path: str | os.PathLike, resolution: int) -> np.ndarray:
     return arr
 
 
-class _DecodeDataset:
-    """A torch Dataset: item i -> (i, image or None, error message or None); never raises in a worker."""
+class _DecodeChunks:
+    """A torch Dataset: item j decodes images ``j * chunk ...`` straight into the staging cache file
+    (memory-mapped, so no pixels travel between processes) and returns ``(start, stop, error or None)``,
+    ``stop`` being where it stopped; it never raises in a worker."""
 
-    def __init__(self, images: Sequence[Path], resolution: int):
-        self.images = [str(p) for p in images]
-        self.resolution = resolution
+    def __init__(self, images: Sequence[Path], resolution: int, target: Path, chunk: int = 16):
+        self.images, self.resolution, self.target, self.chunk = [str(p) for p in images], resolution, target, chunk
+        self._out: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.images)
+        return -(-len(self.images) // self.chunk)
 
-    def __getitem__(self, i: int):
-        try:
-            return i, decode_image(self.images[i], self.resolution), None
-        except DatasetError as exc:
-            return i, None, str(exc)
+    def __getitem__(self, j: int):
+        if self._out is None:  # opened lazily: one mapping per worker process
+            self._out = np.load(self.target, mmap_mode="r+")
+        start, stop = j * self.chunk, min(len(self.images), (j + 1) * self.chunk)
+        for i in range(start, stop):
+            try:
+                self._out[i] = decode_image(self.images[i], self.resolution)
+            except DatasetError as exc:
+                return start, i, str(exc)
+        return start, stop, None
 
-
-def _collate(items):
-    return items
+    def __getstate__(self):
+        return {**self.__dict__, "_out": None}
 
 
 @dataclass
@@ -169,15 +175,16 @@ def cached_or_built(
     n_rows: int,
     resolution: int,
     fingerprint: str,
-    decode: Callable[[], Iterator[np.ndarray]],
+    fill: Callable[[Path], Iterator[int]],
     meta: dict,
     *,
     label: str = "images",
     rows_per_item: int = 1,
     progress: Progress | None = None,
 ) -> ImageCache:
-    """The published entry at ``entry`` if it is complete; else write the uint8 rows that ``decode()``
-    yields, in order, into a staging folder and publish it with ``meta``. A decoding error leaves nothing."""
+    """The published entry at ``entry`` if it is complete; else preallocate its ``images.npy`` in a
+    staging folder, let ``fill(path)`` write the uint8 rows into it (yielding the rows done so far),
+    and publish it with ``meta``. A decoding error leaves nothing."""
     found = _open_existing(entry, n_rows, resolution, fingerprint)
     if found is not None:
         report(progress, 1.0, f"{label} cached")
@@ -186,12 +193,16 @@ def cached_or_built(
     t0 = time.perf_counter()
     n_items = n_rows // rows_per_item
     with staging_dir(entry) as tmp:
-        with NpyWriter(tmp / "images.npy", (n_rows, resolution, resolution, 3), np.uint8) as writer:
-            with contextlib.closing(decode()) as chunks:  # a failure here stops the decoders first
-                for chunk in chunks:
-                    writer.write(chunk)
-                    done = writer.rows_written // rows_per_item
-                    report(progress, done / n_items, f"decoding {label} {done}/{n_items}")
+        target = tmp / "images.npy"
+        np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(n_rows, resolution, resolution, 3))
+        with contextlib.closing(fill(target)) as rows_done:  # a failure here stops the decoders first
+            for done in rows_done:
+                report(progress, done / n_rows, f"decoding {label} {done // rows_per_item}/{n_items}")
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # whichever process wrote the pages
+        finally:
+            os.close(fd)
         write_json(tmp / "meta.json", {"fingerprint": fingerprint, "n": n_rows, **meta,
                                        "decode_seconds": round(time.perf_counter() - t0, 3)})
     return ImageCache(entry, n_rows, resolution, fingerprint)
@@ -224,22 +235,19 @@ def build_image_cache(
     root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
     workers = default_workers(len(images)) if num_workers is None else num_workers
 
-    def decode() -> Iterator[np.ndarray]:
+    def fill(target: Path) -> Iterator[int]:
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(
-            _DecodeDataset(images, resolution), batch_size=32, shuffle=False, num_workers=workers,
-            collate_fn=_collate, prefetch_factor=4 if workers else None, persistent_workers=False,
-        )
-        for batch in loader:
-            for _i, arr, err in batch:
-                if err is not None:
-                    raise DatasetError(err)
-            yield np.stack([arr for _i, arr, _err in batch])
+        loader = DataLoader(_DecodeChunks(images, resolution, target), batch_size=None, shuffle=False,
+                            num_workers=workers, prefetch_factor=4 if workers else None)
+        for _start, stop, err in loader:  # in order
+            if err is not None:
+                raise DatasetError(err)
+            yield stop
 
     import torch
 
     meta = {**preprocessing_spec(resolution), "names": [p.name for p in images],
             "source_dir": str(images[0].parent), "torch": torch.__version__}
     return cached_or_built(root / "images" / image_cache_key(fingerprint, resolution), len(images), resolution,
-                           fingerprint, decode, meta, progress=progress)
+                           fingerprint, fill, meta, progress=progress)

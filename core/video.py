@@ -20,6 +20,7 @@ import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -239,5 +240,14 @@ def build_frame_cache(
             "source_dir": str(videos[0].parent)}
     return cached_or_built(
         parent / frame_cache_key(fingerprint, n_frames, resolution), len(videos) * n_frames, resolution, fingerprint,
-        lambda: _map_ordered(lambda p: read_frames(p, n_frames, resolution), videos, workers), meta,
+        partial(_fill_frames, videos, n_frames, resolution, workers), meta,
         label="videos", rows_per_item=n_frames, progress=progress)
+
+
+def _fill_frames(videos: list[Path], n_frames: int, resolution: int, workers: int, target: Path) -> Iterator[int]:
+    """Decode the clips (``workers`` threads) into the preallocated cache file; yields the rows done."""
+    out = np.load(target, mmap_mode="r+")
+    for i, frames in enumerate(_map_ordered(lambda p: read_frames(p, n_frames, resolution), videos, workers)):
+        out[i * n_frames:(i + 1) * n_frames] = frames
+        yield (i + 1) * n_frames
+    out.flush()
