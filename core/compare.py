@@ -36,7 +36,7 @@ MAX_MAPS = 12  # newest runs offered as per-vertex maps
 RUN_COLUMNS = ("run", "run_id", "label", "model", "weights", "layers", "estimator")
 ROI_COLUMNS = (*RUN_COLUMNS, "hemi", "roi", "roi_class", "n_vertices", "median_r", "mean_r", "median_noise_normalized")
 _ROI_CLASS = {roi: cls for cls, names in ROI_CLASSES.items() for roi in names}
-ROI_COLUMNS_2021 = ("track", "roi", "n_voxels", "median_r", "mean_r", "median_noise_normalized")
+ROI_COLUMNS_2021 = ("track", "roi", "n_voxels", "median_r", "mean_r", "median_noise_normalized", "mean_nnc")
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -112,20 +112,22 @@ def noise_normalized_pivot(table: pd.DataFrame, index: Sequence[str] = ("hemi", 
 
 # -- Algonauts 2021 (videos) runs ----------------------------------------------------------------
 def summary_table_2021(runs: Sequence[Run], subject: int) -> pd.DataFrame:
-    """One row per ``core.pipeline2021`` run: its config, whole-brain median r and the noise-normalised
-    score (%) of each track (None for a track the run did not fit)."""
+    """One row per ``core.pipeline2021`` run: its config, whole-brain median r, and per track the 2021
+    leaderboard score (mean r / sqrt(reliability)) and the noise-normalised score (%) (None for a track
+    the run did not fit)."""
     rows = []
     for run in runs:
         m = tasks.load_metrics(run)[f"sub{subject:02d}"]
-        nn = m.get("noise_normalized") or {}
+        nn, nnc = m.get("noise_normalized") or {}, m.get("nnc_2021") or {}
         rows.append({**_describe(run), "WB median r": m.get("wb_median_r"),
+                     **{f"{t} 2021 score": nnc.get(t) for t in TRACKS_2021},
                      **{f"{t} score (%)": nn.get(t) for t in TRACKS_2021}})  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def roi_table_2021(runs: Sequence[Run], subject: int) -> pd.DataFrame:
     """Every ``core.pipeline2021`` run's per-ROI table stacked: run, config, track, roi (mini-track ROIs,
-    then ``WB``), n_voxels, median_r, mean_r, median_noise_normalized (NaN where undefined)."""
+    then ``WB``), n_voxels, median_r, mean_r, median_noise_normalized, mean_nnc (NaN where undefined)."""
     from core.pipeline2021 import read_roi_table
 
     rows = [{**_describe(run), **row} for run in runs for row in read_roi_table(run.dir, subject)]

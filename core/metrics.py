@@ -80,6 +80,21 @@ def noise_normalized_score(r: np.ndarray, noise_ceiling: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
+def noise_normalized_correlation(r: np.ndarray, noise_ceiling: np.ndarray) -> np.ndarray:
+    """Per-voxel ``r / sqrt(reliability)``, the Algonauts 2021 leaderboard's noise-normalised correlation.
+
+    ``noise_ceiling`` is the split-half (Spearman-Brown) reliability in percent, as
+    :func:`core.dataset2021.split_half_noise_ceiling` gives it. Not squared, not capped, negative r
+    kept; NaN where the reliability is 0 (or r is NaN).
+    """
+    r = np.asarray(r, dtype=np.float64)
+    rel = np.asarray(noise_ceiling, dtype=np.float64) / 100.0
+    if r.shape != rel.shape:
+        raise ValueError(f"noise_normalized_correlation: {r.shape} correlations but {rel.shape} reliabilities")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(rel > 0, r / np.sqrt(np.where(rel > 0, rel, 1.0)), np.nan)
+
+
 def roi_summary(values: np.ndarray, roi_masks: Mapping[str, np.ndarray]) -> dict[str, dict]:
     """Median, mean and vertex count of ``values`` (e.g. per-vertex r) in every ROI.
 

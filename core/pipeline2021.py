@@ -10,7 +10,8 @@ ROI) and summarised per ROI; the full track is the whole brain. It writes::
     OUT/subXX/{mini_track,full_track}_val_r.npy     validation Pearson r per voxel (mini: ROIs concatenated)
     OUT/subXX/{mini_track,full_track}_pred_test.npy test predictions (test clips x voxels)
     OUT/subXX/metrics.json                          details (core.evaluate.write_results)
-    OUT/subXX/roi_r.csv                             track, roi, n_voxels, median_r, mean_r, median_noise_normalized
+    OUT/subXX/roi_r.csv                             track, roi, n_voxels, median_r, mean_r, median_noise_normalized,
+                                                    mean_nnc (the 2021 leaderboard's r / sqrt(reliability))
     OUT/mini_track.zip, OUT/full_track.zip          validated submissions (core.submission2021)
     OUT/metrics.json                                written last (see ``summarise``)
 
@@ -40,7 +41,7 @@ from core.errors import UserError
 from core.evaluate import ESTIMATORS, SubjectResult, _json_safe, fit_subject, write_results
 from core.features import ExtractionConfig, pick_device
 from core.fileio import write_json, write_text
-from core.metrics import ALL_VERTICES
+from core.metrics import ALL_VERTICES, noise_normalized_correlation, roi_summary
 from core.motion_energy import MotionEnergyConfig, extract_motion_energy
 from core.progress import Progress, report, scaled
 from core.runstore import Run, RunStore
@@ -195,6 +196,7 @@ def run_pipeline_2021(
         with timed(timings, "encode", log):
             result = fit_subject(view, feature_dirs, estimator,
                                  validation=validation, backend=backend, hemis=tracks, progress=step)
+        add_leaderboard_scores(result, view)
         write_results(result, out / subj.name)
         _write_roi_table(out / subj.name / ROI_TABLE, result)
         per_subject[subj.name] = summarise(result)
@@ -301,14 +303,34 @@ def summary_lines(metrics: dict) -> list[str]:
             parts.append("median r " + ", ".join(f"{roi} {_fmt(m['roi_median_r'][roi])}" for roi in rois))
         if "wb_median_r" in m:
             parts.append(f"WB {_fmt(m['wb_median_r'])}")
-        nn = m["noise_normalized"]
+        nn, nnc = m["noise_normalized"], m.get("nnc_2021") or {}
         scores = ", ".join(f"{t} {_fmt(nn[t], '.1f')}%" for t in TRACKS if t in nn)
-        lines.append(f"{name}: {'; '.join(parts)}; noise-normalised {scores}")
+        board = ", ".join(f"{t} {_fmt(nnc[t])}" for t in TRACKS if t in nnc)
+        lines.append(f"{name}: {'; '.join(parts)}; noise-normalised {scores}; 2021 leaderboard score {board}")
     return lines
 
 
 def _fmt(x, spec: str = ".3f") -> str:
     return "n/a" if x is None or not np.isfinite(x) else format(x, spec)
+
+
+def add_leaderboard_scores(result: SubjectResult, view: TrackView) -> None:
+    """Add each track's Algonauts 2021 leaderboard score to its metrics, as ``"nnc_2021"``.
+
+    Per voxel ``r / sqrt(reliability)`` (:func:`core.metrics.noise_normalized_correlation`), averaged
+    over each ROI's voxels; the mini track's score is the mean over its ROIs, the full track's the mean
+    over the whole brain's voxels. Voxels with zero reliability are left out (and counted).
+    """
+    for track, h in result.hemis.items():
+        nc = view.noise_ceiling(track)
+        if nc is None:
+            h.metrics["nnc_2021"] = None
+            continue
+        nnc = noise_normalized_correlation(h.val_r, nc)
+        rois = roi_summary(nnc, view.roi_masks(track))
+        per_roi = [v["mean"] for roi, v in rois.items() if roi != ALL_VERTICES]
+        score = float(np.nanmean(per_roi)) if track == MINI_TRACK else rois[ALL_VERTICES]["mean"]
+        h.metrics["nnc_2021"] = {"score": score, "roi": rois, "n_zero_reliability": int(np.sum(np.isnan(nnc)))}
 
 
 def summarise(result: SubjectResult) -> dict:
@@ -321,6 +343,7 @@ def summarise(result: SubjectResult) -> dict:
     if full is not None:
         out["wb_median_r"] = full.metrics["median_r"]
     out["noise_normalized"] = {t: (h.metrics["noise_normalized"] or {}).get("score") for t, h in result.hemis.items()}
+    out["nnc_2021"] = {t: (h.metrics.get("nnc_2021") or {}).get("score") for t, h in result.hemis.items()}
     return out
 
 
@@ -328,12 +351,14 @@ def _write_roi_table(path: Path, result: SubjectResult) -> None:
     rows = []
     for track, h in result.hemis.items():
         nn = (h.metrics["noise_normalized"] or {}).get("roi", {})
+        nnc = (h.metrics.get("nnc_2021") or {}).get("roi", {})
         for roi, s in h.metrics["roi_r"].items():
             if track == MINI_TRACK and roi == ALL_VERTICES:
                 continue
             name = WB if roi == ALL_VERTICES else roi
             rows.append({"track": track, "roi": name, "n_voxels": s["n_vertices"], "median_r": s["median"],
-                         "mean_r": s["mean"], "median_noise_normalized": nn.get(roi, {}).get("median")})
+                         "mean_r": s["mean"], "median_noise_normalized": nn.get(roi, {}).get("median"),
+                         "mean_nnc": nnc.get(roi, {}).get("mean")})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -346,7 +371,8 @@ def _write_roi_table(path: Path, result: SubjectResult) -> None:
 # Reading results back (for the pages)
 # ---------------------------------------------------------------------------------------------
 def read_roi_table(out: str | os.PathLike, subject: int | str) -> list[dict]:
-    """Rows ``{track, roi, n_voxels, median_r, mean_r, median_noise_normalized}`` (None where undefined)."""
+    """Rows ``{track, roi, n_voxels, median_r, mean_r, median_noise_normalized, mean_nnc}`` (None where
+    undefined, or for ``mean_nnc`` in a run written before it existed)."""
     from core.dataset2021 import parse_subject2021, subject_name
 
     path = Path(out) / subject_name(parse_subject2021(subject)) / ROI_TABLE
@@ -356,8 +382,8 @@ def read_roi_table(out: str | os.PathLike, subject: int | str) -> list[dict]:
         rows = list(csv.DictReader(fh))
     for row in rows:
         row["n_voxels"] = int(row["n_voxels"])
-        for key in ("median_r", "mean_r", "median_noise_normalized"):
-            row[key] = float(row[key]) if row[key] else None
+        for key in ("median_r", "mean_r", "median_noise_normalized", "mean_nnc"):
+            row[key] = float(row[key]) if row.get(key) else None
     return rows
 
 

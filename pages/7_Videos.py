@@ -335,8 +335,13 @@ if chosen_ids:
 
     st.subheader("Noise-normalised scores")
     summary = compare.summary_table_2021(chosen, subj.number)
-    run_scores_table(summary, {"mini_track score (%)": "%.1f", "full_track score (%)": "%.1f", "WB median r": "%.3f"},
-                     "videos_scores")  # fmt: skip
+    run_scores_table(summary, {"mini_track 2021 score": "%.3f", "full_track 2021 score": "%.3f",
+                               "mini_track score (%)": "%.1f", "full_track score (%)": "%.1f",
+                               "WB median r": "%.3f"}, "videos_scores")  # fmt: skip
+    st.caption("**2021 score**: the Algonauts 2021 leaderboard's measure — per voxel r / √(split-half "
+               "reliability), averaged over each ROI's voxels, then over the mini track's ROIs (full track: over "
+               "the whole brain's voxels); voxels with no reliability are left out. **score (%)**: the 2023 "
+               "challenge's rule on the same data — r² over the noise ceiling, capped at 100, averaged over voxels.")  # fmt: skip
     st.markdown("**Median noise-normalised accuracy per ROI (%)** — r² over the noise ceiling, per voxel, capped "
                 "at 100; the track scores above are the mean over the track's voxels.")  # fmt: skip
     pivot = compare.noise_normalized_pivot(table, index=("track", "roi"))

@@ -15,7 +15,8 @@ import pytest
 from scipy import stats
 
 from core.metrics import (
-    ALL_VERTICES, hemisphere_metrics, noise_normalized_accuracy, noise_normalized_score, pearson_r, roi_summary,
+    ALL_VERTICES, hemisphere_metrics, noise_normalized_accuracy, noise_normalized_correlation, noise_normalized_score,
+    pearson_r, roi_summary,
 )
 from tests.conftest import REALDATA
 
@@ -194,3 +195,12 @@ def test_noise_normalized_reproduces_giocoal_validation_scores():
         v = np.concatenate([np.load(GIOCOAL / "val_correlations" / f"subj{s:02d}" / f"{h}_corr_val.npy")
                             for h in ("lh", "rh")])
         assert np.median(v) * 100 == pytest.approx(float(both), abs=1e-4)
+
+
+def test_noise_normalized_correlation_is_the_2021_leaderboards():
+    r = np.array([0.5, 0.5, -0.2, 0.3, np.nan])
+    rel = np.array([25.0, 100.0, 16.0, 0.0, 50.0])  # percent
+    out = noise_normalized_correlation(r, rel)
+    assert np.allclose(out[:3], [1.0, 0.5, -0.5]) and np.isnan(out[3:]).all()  # no square, no cap, no clip
+    with pytest.raises(ValueError, match="reliabilities"):
+        noise_normalized_correlation(r, rel[:3])

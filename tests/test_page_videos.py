@@ -132,6 +132,7 @@ def test_dataset_clips_noise_ceiling_runs_and_results(env, demo2021_root):
     assert scores["mini_track score (%)"].tolist() == pytest.approx([metrics["noise_normalized"]["mini_track"]])
     assert scores["full_track score (%)"].tolist() == pytest.approx([metrics["noise_normalized"]["full_track"]])
     assert scores["WB median r"].tolist() == pytest.approx([metrics["wb_median_r"]])
+    assert scores["mini_track 2021 score"].tolist() == pytest.approx([metrics["nnc_2021"]["mini_track"]])
     per_roi = at.dataframe[3].value
     assert per_roi.index.tolist() == [("mini_track", r) for r in MINI_ROIS] + [("full_track", WB)]
 

@@ -64,6 +64,15 @@ def test_pipeline_writes_both_tracks(run, dataset):
         subj = dataset.subject(s)
         assert rows[-1]["n_voxels"] == subj.n_voxels(WB) and rows[0]["median_r"] == m["roi_median_r"]["LOC"]
         assert roi_val_r(out, subj, "FFA").shape == (subj.n_voxels("FFA"),)
+        # the 2021 leaderboard score, recomputed from the saved r and the reliabilities
+        def nnc(roi):
+            r, rel = roi_val_r(out, subj, roi), subj.noise_ceiling(roi) / 100
+            return np.mean(r[rel > 0] / np.sqrt(rel[rel > 0]))
+
+        per_roi = [nnc(roi) for roi in MINI_ROIS]
+        assert m["nnc_2021"]["mini_track"] == pytest.approx(np.mean(per_roi), rel=1e-5)
+        assert [r["mean_nnc"] for r in rows[:-1]] == pytest.approx(per_roi, rel=1e-5)
+        assert m["nnc_2021"]["full_track"] == pytest.approx(nnc(WB), rel=1e-5)
     img = wb_accuracy_image(out, dataset.subject(1))
     assert img.shape == (78, 93, 71) and np.count_nonzero(np.asarray(img.dataobj)) > 1000
 
@@ -163,5 +172,6 @@ def test_run_store_task_runs_one_track(demo2021_root, cache2021, tmp_path, run):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full_track.zip", "metrics.json", "sub02"]
     assert metrics["sub02"]["wb_median_r"] == pytest.approx(run[1]["sub02"]["wb_median_r"])  # same features, split
     assert summary_lines(metrics) == [f"sub02: WB {metrics['sub02']['wb_median_r']:.3f}; noise-normalised full_track "
-                                      f"{metrics['sub02']['noise_normalized']['full_track']:.1f}%"]
+                                      f"{metrics['sub02']['noise_normalized']['full_track']:.1f}%; 2021 leaderboard "
+                                      f"score full_track {metrics['sub02']['nnc_2021']['full_track']:.3f}"]
     assert [line.split(":")[0] for line in logs] == ["extract", "encode", "submission"]
