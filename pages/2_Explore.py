@@ -12,7 +12,7 @@ import core.compare  # noqa: F401  (registers the accuracy maps of finished runs
 from core import plotting, surfaces
 from core.dataset import HEMI_NAMES, HEMIS, ROI_CLASSES
 from core.errors import UserError
-from ui.controls import colour_controls
+from ui.controls import colour_controls, map_colour_controls
 from ui.state import sidebar
 
 st.set_page_config(page_title="Explore · Brain Encoding Studio", page_icon="🧠", layout="wide")
@@ -141,13 +141,7 @@ else:
         first = maps_by_hemi[hemis[0]][name]
         if first.description:
             st.caption(first.description)
-        cmap_default = "hot" if first.kind == "positive" else "cold_hot"
-        opts = colour_controls(cmap_default, first.kind if first.kind in ("symmetric", "positive") else "positive",
-                               f"explore_map_{name}")  # fmt: skip
-        if not opts["symmetric"] and first.vmin is not None:
-            opts["vmin"] = first.vmin
-        if first.vmax is not None:
-            opts["vmax"] = first.vmax
+        opts = map_colour_controls(first, f"explore_map_{name}")
         unit = f" ({first.unit})" if first.unit else ""
         show({h: maps_by_hemi[h][name].values for h in hemis}, colorbar_title=f"{name}{unit}",
              title=f"{subj.name}: {name}", **opts)  # fmt: skip

@@ -14,7 +14,7 @@ import streamlit as st
 from core import flatmaps, surfaces
 from core.dataset import HEMIS, ROI_CLASSES
 from core.errors import UserError
-from ui.controls import colour_controls
+from ui.controls import colour_controls, map_colour_controls
 from ui.state import sidebar
 
 st.set_page_config(page_title="Flatmaps · Brain Encoding Studio", page_icon="🧠", layout="wide")
@@ -83,12 +83,7 @@ else:
     first = maps["lh"][name]
     if first.description:
         st.caption(first.description)
-    kind = first.kind if first.kind in ("symmetric", "positive") else "positive"
-    style = colour_controls("hot" if kind == "positive" else "cold_hot", kind, f"flat_map_{name}")
-    if not style["symmetric"] and first.vmin is not None:
-        style["vmin"] = first.vmin
-    if first.vmax is not None:
-        style["vmax"] = first.vmax
+    style = map_colour_controls(first, f"flat_map_{name}")
     style["colorbar_title"] = f"{name} ({first.unit})" if first.unit else name
     values = {h: maps[h][name].values for h in HEMIS}
     what = name

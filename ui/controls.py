@@ -20,6 +20,18 @@ def colour_controls(default_cmap: str, default_range: str, key: str) -> dict:
     return dict(cmap=cmap, symmetric=rng == "symmetric", threshold=float(thr) or None)
 
 
+def map_colour_controls(vmap, key: str) -> dict:
+    """:func:`colour_controls` for a stored :class:`core.surfaces.VertexMap`: defaults from its kind, and
+    its suggested ``vmin`` (positive range only) and ``vmax``."""
+    kind = vmap.kind if vmap.kind in RANGES else "positive"
+    opts = colour_controls("hot" if kind == "positive" else "cold_hot", kind, key)
+    if not opts["symmetric"] and vmap.vmin is not None:
+        opts["vmin"] = vmap.vmin
+    if vmap.vmax is not None:
+        opts["vmax"] = vmap.vmax
+    return opts
+
+
 @st.cache_data(show_spinner="Listing the model's layers…")
 def layer_choices(model: str, weights: str) -> list[str]:
     return backbones.list_layers(model, weights)
