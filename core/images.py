@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,7 @@ def cached_or_built(
     with staging_dir(entry) as tmp:
         target = tmp / "images.npy"
         np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(n_rows, resolution, resolution, 3))
+        _allocate(target)
         with contextlib.closing(fill(target)) as rows_done:  # a failure here stops the decoders first
             for done in rows_done:
                 report(progress, done / n_rows, f"decoding {label} {done // rows_per_item}/{n_items}")
@@ -206,6 +208,22 @@ def cached_or_built(
         write_json(tmp / "meta.json", {"fingerprint": fingerprint, "n": n_rows, **meta,
                                        "decode_seconds": round(time.perf_counter() - t0, 3)})
     return ImageCache(entry, n_rows, resolution, fingerprint)
+
+
+def _allocate(path: Path) -> None:
+    """Reserve the (sparse) file's blocks now: a full disk is then a clear error here, not a SIGBUS when a
+    decoder writes through the memory map."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            free = shutil.disk_usage(path.parent).free
+            raise UserError(f"{path.parent}: no room for the {size / 2**30:.2f} GB pixel cache ({exc.strerror}; "
+                            f"{free / 2**30:.2f} GB free; set BES_CACHE_DIR to a bigger disk)") from None
+    finally:
+        os.close(fd)
 
 
 def check_resolution(resolution: int) -> None:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from core import images as images_mod
-from core.errors import DatasetError
+from core.errors import DatasetError, UserError
 from core.images import build_image_cache, decode_image, fingerprint_images
 from tests.conftest import write_pngs as _pngs
 
@@ -77,4 +77,19 @@ def test_truncated_image_names_the_file_and_leaves_nothing(tmp_path, workers, ex
         build_image_cache(paths, 32, cache_dir=tmp_path / "c", num_workers=workers)
     msg = str(exc.value)
     assert str(bad) in msg and "\n" not in msg and "truncated" in msg
+    assert not any((tmp_path / "c" / "images").iterdir())
+
+
+def test_a_full_disk_is_a_clear_error_before_decoding(tmp_path, monkeypatch):
+    import errno
+
+    paths = _pngs(tmp_path / "imgs", 3)
+
+    def full(*_a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(images_mod.os, "posix_fallocate", full)
+    monkeypatch.setattr(images_mod, "decode_image", lambda *a: pytest.fail("decoded on a full disk"))
+    with pytest.raises(UserError, match="no room for the .* pixel cache .No space left on device.*BES_CACHE_DIR"):
+        build_image_cache(paths, 32, cache_dir=tmp_path / "c", num_workers=0)
     assert not any((tmp_path / "c" / "images").iterdir())
