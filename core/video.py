@@ -250,4 +250,3 @@ def _fill_frames(videos: list[Path], n_frames: int, resolution: int, workers: in
     for i, frames in enumerate(_map_ordered(lambda p: read_frames(p, n_frames, resolution), videos, workers)):
         out[i * n_frames:(i + 1) * n_frames] = frames
         yield (i + 1) * n_frames
-    out.flush()
