@@ -116,6 +116,17 @@ def finished_workspace(tmp_path_factory, demo_root) -> Path:
     return ws
 
 
+@pytest.fixture
+def finished_env(finished_workspace, demo_root, monkeypatch, tmp_path):
+    """The dashboard sees the demo, the finished workspace and a fresh cache; returns the workspace's run store."""
+    from core.runstore import RunStore
+
+    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("BES_WORKSPACE", str(finished_workspace))
+    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
+    return RunStore(finished_workspace)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,12 +17,9 @@ PAGE = str(ROOT / "pages" / "4_Compare.py")
 
 
 @pytest.fixture
-def runs(finished_workspace, demo_root, monkeypatch, tmp_path):
+def runs(finished_env, demo_root):
     """The workspace's subj01 runs, newest first; the page sees the workspace and the demo."""
-    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
-    monkeypatch.setenv("BES_WORKSPACE", str(finished_workspace))
-    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
-    return compare.finished_runs(RunStore(finished_workspace), demo_root, 1)
+    return compare.finished_runs(finished_env, demo_root, 1)
 
 
 def run_page(page: str = PAGE) -> AppTest:

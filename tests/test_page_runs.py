@@ -118,12 +118,10 @@ def test_status_log_and_error_of_finished_runs(env):
     assert at.info[0].value == "No run matches the filters."
 
 
-def test_done_fits_show_their_accuracy(finished_workspace, demo_root, monkeypatch):
-    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
-    monkeypatch.setenv("BES_WORKSPACE", str(finished_workspace))
+def test_done_fits_show_their_accuracy(finished_env):
     at = run_page()
     table = at.dataframe[0].value
-    runs = RunStore(finished_workspace).list()
+    runs = finished_env.list()
     assert table["run"].tolist() == [r.id for r in runs]
     assert table["lh median r"].tolist() == pytest.approx(
         [r.summary[f"subj{r.config['subjects'][0]:02d}"]["lh_median_r"] for r in runs])

@@ -18,13 +18,9 @@ PAGE = str(ROOT / "pages" / "5_Submission.py")
 
 
 @pytest.fixture
-def runs(finished_workspace, demo_root, monkeypatch, tmp_path):
+def runs(finished_env, demo_root):
     """``{subject: runs newest first}``; the page sees the workspace and the demo."""
-    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
-    monkeypatch.setenv("BES_WORKSPACE", str(finished_workspace))
-    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
-    store = RunStore(finished_workspace)
-    return {s: compare.finished_runs(store, demo_root, s) for s in (1, 2)}
+    return {s: compare.finished_runs(finished_env, demo_root, s) for s in (1, 2)}
 
 
 def run_page() -> AppTest:
