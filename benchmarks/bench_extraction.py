@@ -119,7 +119,7 @@ def bare_forward(model_name: str, layers: list[str] | None, batch: int, n_images
     import torch
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    from core.backbones import load_backbone
+    from core.features.backbones import load_backbone
 
     net, _ = load_backbone(model_name, "random")
     if layers:
@@ -145,7 +145,7 @@ def bare_forward(model_name: str, layers: list[str] | None, batch: int, n_images
 
 def e2e(model_name, layers, train, test, root: Path, device, batch_size, k, *, cold: bool):
     """``(images/s wall, images per CPU-second, meta of the first entry)`` of one ``extract_features`` call."""
-    from core.features import ExtractionConfig, extract_features
+    from core.features.extraction import ExtractionConfig, extract_features
 
     shutil.rmtree(root / "features", ignore_errors=True)
     if cold:
@@ -167,7 +167,7 @@ def run_overhead(args) -> None:
     import torch
     import torchvision  # noqa: F401  (imports are not part of any timing)
 
-    from core.features import pick_device
+    from core.features.extraction import pick_device
 
     device = pick_device(args.device)
     work = Path(args.workdir)
@@ -246,10 +246,10 @@ def run_overhead(args) -> None:
 
 def synth_cache(images: list[Path], res: int, root: Path, seed: int = 0) -> None:
     """Write procedural uint8 images straight into the image cache entry for ``images``."""
-    from core.atomicdir import staging_dir
-    from core.fileio import write_json
-    from core.images import fingerprint_images, image_cache_key, preprocessing_spec
-    from core.npystream import NpyWriter
+    from core.util.atomicdir import staging_dir
+    from core.util.fileio import write_json
+    from core.features.images import fingerprint_images, image_cache_key, preprocessing_spec
+    from core.util.npystream import NpyWriter
 
     fp = fingerprint_images(images)
     entry = root / "images" / image_cache_key(fp, res)
@@ -265,8 +265,8 @@ def synth_cache(images: list[Path], res: int, root: Path, seed: int = 0) -> None
 
 
 def run_scale(args) -> None:
-    from core.features import ExtractionConfig, extract_features
-    from core.progress import TqdmProgress
+    from core.features.extraction import ExtractionConfig, extract_features
+    from core.util.progress import TqdmProgress
 
     n, n_test = args.scale, max(10, args.scale // 40)
     work = Path(args.workdir) / f"scale-{n}"

@@ -76,9 +76,9 @@ def peak_rss_gb() -> float:
 
 
 def child(data: Path, backend: str, folds: int, n_alphas: int, himalaya: int) -> dict:
-    from core.backend import blas_threads, resolve_backend_name
-    from core.encoding import RidgeCV
-    from core.splits import holdout_split
+    from core.encoding.backends import blas_threads, resolve_backend_name
+    from core.encoding.estimators import RidgeCV
+    from core.encoding.splits import holdout_split
 
     X = np.load(data / "X_train.npy")
     X_test = np.load(data / "X_test.npy")
@@ -113,8 +113,8 @@ def compare_himalaya(X, Y, alphas, folds, n_targets, backend) -> dict:
     from himalaya.ridge import RidgeCV as HRidgeCV
     from himalaya.scoring import correlation_score
 
-    from core.encoding import RidgeCV
-    from core.splits import kfold_splits
+    from core.encoding.estimators import RidgeCV
+    from core.encoding.splits import kfold_splits
 
     # identical problem for both: same folds, features standardised once (himalaya has no
     # per-fold standardisation), intercept fitted, correlation scoring
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RidgeCV fit_holdout + test predictions: {s['n_images']} images x {s['n_vertices']} vertices x "
           f"{s['n_features']} features, {res['n_alphas']} alphas, {res['folds']} folds, backend {res['backend']}")
     print(f"  wall time      {res['seconds']:.1f} s   (process CPU time {res['cpu_seconds']:.1f} s on "
-          f"{res['cpu_count']} cores; {res['blas_threads']} BLAS thread(s), see core.backend.blas_threads)")
+          f"{res['cpu_count']} cores; {res['blas_threads']} BLAS thread(s), see core.encoding.backends.blas_threads)")
     print(f"  peak RSS       {res['peak_rss_gb']:.2f} GB (fit process; includes the memory-mapped responses)")
     print(f"  load average   {res['loadavg_before'][0]:.2f} before, {res['loadavg_after'][0]:.2f} after")
     print(f"  median val r   {res['median_val_r']:.3f}")

@@ -34,7 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core import plotting, surfaces  # noqa: E402
+from core.viz import plotting  # noqa: E402
+
+from core.viz import surfaces
 
 REAL_LABELS = ROOT.parent / "shared" / "realdata" / "cvnlab+nsddatapaper" / "mainfigures" / "SCIENCE.RSA"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

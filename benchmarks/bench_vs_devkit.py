@@ -4,7 +4,7 @@
     python benchmarks/bench_vs_devkit.py --quick         # 300 training images
     python benchmarks/bench_vs_devkit.py --data DIR --features FEAT_DIR   # your own data / features
 
-Data: the product's demo dataset (``core.demo``: NSD-like responses with per-vertex noise
+Data: the product's demo dataset (``core.algonauts2023.demo``: NSD-like responses with per-vertex noise
 ceilings), generated once into ``--work``. Features: the extraction engine's MobileNetV2
 (ImageNet weights bundled offline) layer ``features.13`` reduced to 100 PCA components fitted
 on the training images (the devkit tutorial's choice of 100 components) -- the same features
@@ -39,7 +39,7 @@ LAYER = "features.13"
 
 
 def get_data(work: Path, n_train: int, n_test: int) -> Path:
-    from core.demo import generate_demo
+    from core.algonauts2023.demo import generate_demo
 
     data = work / f"demo_{n_train}"
     if not (data / "subj01").is_dir():
@@ -50,7 +50,7 @@ def get_data(work: Path, n_train: int, n_test: int) -> Path:
 
 
 def get_features(subject, work: Path, n_components: int) -> Path:
-    from core.features import ExtractionConfig, extract_features
+    from core.features.extraction import ExtractionConfig, extract_features
 
     w0 = time.perf_counter()
     cfg = ExtractionConfig(model="mobilenet_v2", layers=[LAYER], reduction="pca", n_components=n_components)
@@ -75,7 +75,7 @@ def devkit(X_tr, X_val, Y_tr, Y_val) -> tuple[np.ndarray, float]:
 
 
 def ours(X, Y, val_rows, backend: str) -> tuple[np.ndarray, float, object]:
-    from core.encoding import RidgeCV
+    from core.encoding.estimators import RidgeCV
 
     w0 = time.perf_counter()
     model = RidgeCV(cv=5, seed=0, backend=backend)
@@ -98,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from core.dataset import open_dataset
-    from core.encoding import OLS
-    from core.evaluate import load_features
-    from core.metrics import noise_normalized_score, pearson_r
-    from core.splits import holdout_split
+    from core.algonauts2023.dataset import open_dataset
+    from core.encoding.estimators import OLS
+    from core.encoding.fitting import load_features
+    from core.encoding.metrics import noise_normalized_score, pearson_r
+    from core.encoding.splits import holdout_split
 
     n_train = args.n_train or (300 if args.quick else 1000)
     args.work.mkdir(parents=True, exist_ok=True)

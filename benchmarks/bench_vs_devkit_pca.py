@@ -9,7 +9,7 @@ PNG with PIL and applies ``Resize((224, 224)) / ToTensor / Normalize``; a
 batch over the training images; then the features are extracted a second time to
 ``transform`` the training images, and once for the test images.
 
-Ours: ``core.features.extract_features`` (one forward pass, randomized PCA fitted
+Ours: ``core.features.extraction.extract_features`` (one forward pass, randomized PCA fitted
 on the training images), timed with an empty cache ("cold": PNG decoding included)
 and with the image cache of an earlier run ("warm": the case when a user tries
 another model, layer or number of components).
@@ -53,7 +53,7 @@ def devkit_recipe(model_name, layer, train, test, k, seed=0, no_grad=False):
     from torchvision import transforms
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    from core.backbones import IMAGENET_MEAN, IMAGENET_STD, _build
+    from core.features.backbones import IMAGENET_MEAN, IMAGENET_STD, _build
 
     t0 = time.perf_counter()
     transform = transforms.Compose([
@@ -131,8 +131,8 @@ def main() -> None:
     import torch
     import torchvision  # noqa: F401
 
-    from core.features import ExtractionConfig, extract_features
-    from core.reduction import exact_pca_reference
+    from core.features.extraction import ExtractionConfig, extract_features
+    from core.features.reduction import exact_pca_reference
 
     n_train = args.n_train or (300 if args.quick else 1000)
     work = Path(args.workdir)

@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 import core.commands
-from core.errors import UserError
+from core.util.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.dataset import HEMI_NAMES, HEMIS
+from core.algonauts2023.dataset import HEMI_NAMES, HEMIS
 from ui.state import sidebar
 
 st.set_page_config(page_title="Dataset · Brain Encoding Studio", page_icon="🧠", layout="wide")

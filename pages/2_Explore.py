@@ -1,6 +1,6 @@
 """Explore page: a subject's responses, ROIs and stored per-vertex maps on fsaverage surfaces.
 
-Thin layer: meshes, mapping and figures come from ``core.surfaces`` and ``core.plotting``.
+Thin layer: meshes, mapping and figures come from ``core.viz.surfaces`` and ``core.viz.plotting``.
 """
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-import core.compare  # noqa: F401  (registers the accuracy maps of finished runs)
-from core import plotting, surfaces
-from core.dataset import HEMI_NAMES, HEMIS, ROI_CLASSES
-from core.errors import UserError
+import core.algonauts2023.compare  # noqa: F401  (registers the accuracy maps of finished runs)
+from core.viz import plotting
+from core.viz import surfaces
+from core.algonauts2023.dataset import HEMI_NAMES, HEMIS, ROI_CLASSES
+from core.util.errors import UserError
 from ui.controls import colour_controls, map_colour_controls
 from ui.state import sidebar
 

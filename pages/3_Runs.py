@@ -1,8 +1,8 @@
 """Runs page: launch feature extraction and encoding fits as background runs, follow them live, cancel
 them, read their logs and errors.
 
-Thin layer: runs execute in detached worker processes (``core.jobs``) and report to the run store
-(``core.runstore``); the list below polls the store in a fragment, so the page stays responsive.
+Thin layer: runs execute in detached worker processes (``core.runs.workers``) and report to the run store
+(``core.runs.store``); the list below polls the store in a fragment, so the page stays responsive.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from core import jobs, tasks
-from core.dataset import HEMIS
-from core.evaluate import ESTIMATORS
-from core.errors import UserError
-from core.features import REDUCTIONS
-from core.runstore import ACTIVE, STATUSES, Run, RunStore
+from core.runs import workers as jobs
+
+from core.runs import kinds
+from core.algonauts2023.dataset import HEMIS
+from core.encoding.fitting import ESTIMATORS
+from core.util.errors import UserError
+from core.features.extraction import REDUCTIONS
+from core.runs.store import ACTIVE, STATUSES, Run, RunStore
 from ui.controls import backbone_controls
 from ui.state import sidebar
 
@@ -96,12 +98,12 @@ common = dict(data=str(ds.root), model=model, weights=weights, layers=layers, de
               resolution=int(resolution), reduction=reduction, n_components=int(n_components),
               seed=int(seed))  # fmt: skip
 if grid:
-    base = tasks.EncodingConfig(subjects=subjects, val_fraction=float(val_fraction), **common)
-    configs = tasks.grid_configs(base, subjects, [(model, weights, layers)], estimators)
+    base = kinds.EncodingConfig(subjects=subjects, val_fraction=float(val_fraction), **common)
+    configs = kinds.grid_configs(base, subjects, [(model, weights, layers)], estimators)
 elif kind == "extract":
-    configs = [tasks.FeatureConfig(subjects=subjects, **common).to_dict()]
+    configs = [kinds.FeatureConfig(subjects=subjects, **common).to_dict()]
 else:
-    configs = [tasks.EncodingConfig(subjects=subjects, estimator=estimators[0], val_fraction=float(val_fraction),
+    configs = [kinds.EncodingConfig(subjects=subjects, estimator=estimators[0], val_fraction=float(val_fraction),
                                     **common).to_dict()]  # fmt: skip
 st.caption(f"{len(configs)} run{'s' if len(configs) != 1 else ''} will be launched."
            if configs else "Choose at least one subject, layer and estimator.")  # fmt: skip

@@ -1,18 +1,24 @@
 """Compare page: finished runs of the sidebar's subject side by side.
 
 Per-ROI median r as grouped bars (both hemispheres), a layer x ROI heat map, a run's accuracy on
-the cortex, and noise-normalised scores. Tables and figures come from ``core.compare``; the
-surfaces from ``core.surfaces`` / ``core.plotting`` as on the Explore page.
+the cortex, and noise-normalised scores. Tables and figures come from ``core.algonauts2023.compare``; the
+surfaces from ``core.viz.surfaces`` / ``core.viz.plotting`` as on the Explore page.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core import backbones, compare, plotting, surfaces
-from core.dataset import HEMI_NAMES, HEMIS, ROI_CLASSES
-from core.errors import UserError
-from core.runstore import RunStore
+from core.features import backbones
+
+from core.algonauts2023 import compare
+
+from core.viz import plotting
+
+from core.viz import surfaces
+from core.algonauts2023.dataset import HEMI_NAMES, HEMIS, ROI_CLASSES
+from core.util.errors import UserError
+from core.runs.store import RunStore
 from ui.controls import run_scores_table
 from ui.state import sidebar
 

@@ -1,6 +1,6 @@
 """Submission page: the Algonauts 2023 submission zip from chosen finished runs, one per subject.
 
-Thin layer over ``core.submission``: the zip is built, then validated against the dataset (names,
+Thin layer over ``core.algonauts2023.submission``: the zip is built, then validated against the dataset (names,
 shapes, dtype, finite values, every chosen subject present, size) before it is offered.
 """
 
@@ -12,10 +12,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import compare, submission
-from core.dataset import HEMIS
-from core.errors import UserError
-from core.runstore import Run, RunStore
+from core.algonauts2023 import compare
+
+from core.algonauts2023 import submission
+from core.algonauts2023.dataset import HEMIS
+from core.util.errors import UserError
+from core.runs.store import Run, RunStore
 from ui.state import sidebar
 
 st.set_page_config(page_title="Submission · Brain Encoding Studio", page_icon="🧠", layout="wide")

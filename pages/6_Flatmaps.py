@@ -1,6 +1,6 @@
 """Flatmaps page: any per-vertex map as a flat map (PNG download) and as a shareable WebGL viewer (zip).
 
-Thin layer over ``core.flatmaps``: pycortex's fsaverage subject when it is in pycortex's filestore,
+Thin layer over ``core.viz.flatmaps``: pycortex's fsaverage subject when it is in pycortex's filestore,
 nilearn's bundled fsaverage5 flat mesh otherwise; the WebGL viewer needs pycortex's fsaverage.
 """
 
@@ -11,9 +11,11 @@ import re
 import numpy as np
 import streamlit as st
 
-from core import flatmaps, surfaces
-from core.dataset import HEMIS, ROI_CLASSES
-from core.errors import UserError
+from core.viz import flatmaps
+
+from core.viz import surfaces
+from core.algonauts2023.dataset import HEMIS, ROI_CLASSES
+from core.util.errors import UserError
 from ui.controls import colour_controls, map_colour_controls
 from ui.state import sidebar
 

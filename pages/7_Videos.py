@@ -5,10 +5,10 @@ use), its clips and per-voxel noise ceiling in the brain's volume; 2021 pipeline
 the background and followed live; for finished runs the per-ROI median r, the whole-brain
 accuracy in the volume, the noise-normalised scores and the validated mini/full-track zips.
 
-Thin layer: the data from ``core.dataset2021`` / ``core.demo2021``; runs through the run store
-(``core.jobs``, kind ``core.pipeline2021.TASK_KIND``, configs checked before queueing); tables and
-bar charts from ``core.compare``; volumes drawn by ``core.volumes`` (nilearn); zips checked by
-``core.submission2021``.
+Thin layer: the data from ``core.algonauts2021.dataset`` / ``core.algonauts2021.demo``; runs through the run store
+(``core.runs.workers``, kind ``core.algonauts2021.pipeline.TASK_KIND``, configs checked before queueing); tables and
+bar charts from ``core.algonauts2023.compare``; volumes drawn by ``core.viz.volumes`` (nilearn); zips checked by
+``core.algonauts2021.submission``.
 """
 
 from __future__ import annotations
@@ -21,13 +21,23 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import compare, jobs, paths, pipeline2021, submission2021, volumes
-from core.dataset2021 import FULL_TRACK, MINI_TRACK, TRACK_ROIS, TRACKS, WB, open_dataset2021, subject_name
-from core.demo2021 import is_demo2021
-from core.errors import UserError
-from core.evaluate import ESTIMATORS
-from core.runstore import Run, RunStore
-from core.video_features import DEFAULT_N_FRAMES
+from core.algonauts2023 import compare
+
+from core.runs import workers
+
+from core.util import paths
+
+from core.algonauts2021 import pipeline as pipeline2021
+
+from core.algonauts2021 import submission as submission2021
+
+from core.viz import volumes
+from core.algonauts2021.dataset import FULL_TRACK, MINI_TRACK, TRACK_ROIS, TRACKS, WB, open_dataset2021, subject_name
+from core.algonauts2021.demo import is_demo2021
+from core.util.errors import UserError
+from core.encoding.fitting import ESTIMATORS
+from core.runs.store import Run, RunStore
+from core.features.clips import DEFAULT_N_FRAMES
 from ui.controls import backbone_controls, run_scores_table
 from ui.state import persist, wait_for_demo, widget_value
 
@@ -105,7 +115,7 @@ st.markdown(
     "are averaged over repetitions and its noise ceiling is their split-half reliability."
 )
 if root == paths.demo2021_dir() and not is_demo2021(root):
-    wait_for_demo(root, "core.demo2021.ensure_demo2021", "the video demo")
+    wait_for_demo(root, "core.algonauts2021.demo.ensure_demo2021", "the video demo")
 try:
     with st.spinner("Reading and checking the video dataset (the first time only: the responses are cached)…"):
         dataset = open_dataset2021(root)
@@ -227,7 +237,7 @@ config = pipeline2021.Pipeline2021Config(
 if st.button("Launch", type="primary", disabled=not (subjects and layers and tracks), key="videos_launch"):
     try:
         with st.spinner("Checking the settings and starting the worker…"):
-            launched = jobs.launch(store, pipeline2021.TASK_KIND, config, label=label)
+            launched = workers.launch(store, pipeline2021.TASK_KIND, config, label=label)
     except UserError as exc:
         st.error(str(exc))
     else:
@@ -280,7 +290,7 @@ def runs_panel() -> None:
     for run in [r for r in runs if r.active][:10]:
         p1, p2 = st.columns([6, 1], vertical_alignment="bottom")
         p1.progress(min(1.0, max(0.0, run.progress)), text=f"`{run.id}` — {progress_text(run)}")
-        p2.button("Cancel", key=f"videos_cancel_{run.id}", on_click=jobs.cancel, args=(store, run.id))
+        p2.button("Cancel", key=f"videos_cancel_{run.id}", on_click=workers.cancel, args=(store, run.id))
     st.dataframe(
         runs_frame(runs), hide_index=True, key="videos_runs_table",
         column_config={

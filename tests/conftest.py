@@ -80,7 +80,7 @@ def tiny_dataset(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A small demo dataset generated once per test session (same generator as the product's demo)."""
-    from core.demo import generate_demo
+    from core.algonauts2023.demo import generate_demo
 
     return generate_demo(tmp_path_factory.mktemp("demo") / "data", subjects=(1, 2), n_train=120, n_test=12, seed=0)
 
@@ -88,7 +88,7 @@ def demo_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo2021_root(tmp_path_factory) -> Path:
     """A small Algonauts 2021 video demo, generated once per test session."""
-    from core.demo2021 import DemoConfig, generate_demo2021
+    from core.algonauts2021.demo import DemoConfig, generate_demo2021
 
     config = DemoConfig(subjects=(1, 2), n_train=40, n_test=8, n_reps=3, size=64, fps=10, seconds=1.0, seed=0)
     return generate_demo2021(tmp_path_factory.mktemp("demo2021") / "data", config)
@@ -103,23 +103,24 @@ RUNS = ((1, "features.3"), (1, "features.6"), (2, "features.6"))
 def finished_workspace(tmp_path_factory, demo_root) -> Path:
     """A run store with three done ridge fits on the demo, executed in this process as a worker would."""
     ws = tmp_path_factory.mktemp("finished-runs")
-    from core import jobs, tasks
-    from core.runstore import RunStore
+    from core.runs import workers
+    from core.runs import kinds
+    from core.runs.store import RunStore
 
     store, cache = RunStore(ws), str(ws / "features")
-    tasks.extract(tasks.FeatureConfig(data=str(demo_root), subjects=[1, 2], layers=["features.3", "features.6"],
+    kinds.extract(kinds.FeatureConfig(data=str(demo_root), subjects=[1, 2], layers=["features.3", "features.6"],
                                       cache_dir=cache, **FAST))  # fmt: skip
     for subject, layer in RUNS:
-        config = tasks.EncodingConfig(data=str(demo_root), subjects=[subject], layers=[layer], cache_dir=cache, **FAST)
-        run = store.create("fit", tasks.check_config("fit", config.to_dict()))
-        assert jobs.execute(store, run.id) == "done", store.read_log(run.id)
+        config = kinds.EncodingConfig(data=str(demo_root), subjects=[subject], layers=[layer], cache_dir=cache, **FAST)
+        run = store.create("fit", kinds.check_config("fit", config.to_dict()))
+        assert workers.execute(store, run.id) == "done", store.read_log(run.id)
     return ws
 
 
 @pytest.fixture
 def finished_env(finished_workspace, demo_root, monkeypatch, tmp_path):
     """The dashboard sees the demo, the finished workspace and a fresh cache; returns the workspace's run store."""
-    from core.runstore import RunStore
+    from core.runs.store import RunStore
 
     monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
     monkeypatch.setenv("BES_WORKSPACE", str(finished_workspace))

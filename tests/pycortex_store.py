@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core import flatmaps
+from core.viz import flatmaps
 
 
 def require_pycortex():

@@ -7,8 +7,8 @@ import urllib.error
 import pytest
 import torch
 
-from core import backbones
-from core.errors import UserError
+from core.features import backbones
+from core.util.errors import UserError
 
 
 def test_featured_models_are_known_and_have_layers():

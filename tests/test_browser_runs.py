@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core.runstore import RunStore
+from core.runs.store import RunStore
 from tests.conftest import wait_for_app
 
 pytestmark = pytest.mark.browser

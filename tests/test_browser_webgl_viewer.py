@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import flatmaps
+from core.viz import flatmaps
 from tests.pycortex_store import s1_filestore, use_filestore
 from tests.test_flatmaps import s1_maps
 

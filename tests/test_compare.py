@@ -1,4 +1,4 @@
-"""``core.compare`` on real finished runs (the ``finished_workspace`` fixture: small fits on the generated demo)."""
+"""``core.algonauts2023.compare`` on real finished runs (the ``finished_workspace`` fixture: small fits on the generated demo)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import compare, surfaces, tasks
-from core.dataset import open_dataset
-from core.runstore import RunStore
+from core.algonauts2023 import compare
+
+from core.viz import surfaces
+
+from core.runs import kinds
+from core.algonauts2023.dataset import open_dataset
+from core.runs.store import RunStore
 
 
 
@@ -32,7 +36,7 @@ def test_tables_hold_the_runs_results(runs):
     table = compare.roi_table(runs, 1)
     assert list(table.columns) == list(compare.ROI_COLUMNS)
     for run in runs:
-        rows = tasks.load_roi_table(run)
+        rows = kinds.load_roi_table(run)
         part = table[table["run_id"] == run.id]
         assert len(part) == len(rows)
         assert part["median_r"].tolist() == pytest.approx([r["median_r"] for r in rows], nan_ok=True)
@@ -44,7 +48,7 @@ def test_tables_hold_the_runs_results(runs):
     summary = compare.summary_table(runs, 1)
     assert summary["run_id"].tolist() == [r.id for r in runs]
     for (_, row), run in zip(summary.iterrows(), runs):
-        m = tasks.load_metrics(run)["subj01"]
+        m = kinds.load_metrics(run)["subj01"]
         assert row["lh median r"] == pytest.approx(m["lh_median_r"])
         assert row["noise-normalised score (%)"] == pytest.approx(m["noise_normalized"])
         assert 0 < row["noise-normalised score (%)"] < 100
@@ -119,7 +123,7 @@ def test_run_maps_for_the_explore_page(finished_workspace, demo_root, monkeypatc
     assert [n for n in maps if n.startswith("Encoding accuracy")] == names
     m = maps[names[0]]
     assert m.kind == "symmetric" and m.unit == "r" and runs[0].id in m.description
-    assert np.array_equal(m.values, tasks.load_val_r(runs[0], "rh"))
+    assert np.array_equal(m.values, kinds.load_val_r(runs[0], "rh"))
 
 
 def test_accuracy_on_the_surface(runs, demo_root):
@@ -128,5 +132,5 @@ def test_accuracy_on_the_surface(runs, demo_root):
     fig = compare.accuracy_surface_figure(runs[0], subject, surfs, view="posterior")
     assert fig.layout.title.text == f"subj01: {compare.run_title(runs[0])}"
     assert fig.layout.meta["symmetric"] and fig.layout.scene2 is not None
-    r = np.concatenate([tasks.load_val_r(runs[0], h) for h in ("lh", "rh")])
+    r = np.concatenate([kinds.load_val_r(runs[0], h) for h in ("lh", "rh")])
     assert 0 < fig.layout.meta["vmax"] <= np.nanmax(np.abs(r)) + 1e-6  # symmetric range from the run's r

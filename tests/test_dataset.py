@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from core.cli import main
-from core.dataset import ALL_VERTICES, open_dataset, parse_subject, roi_class_of
-from core.errors import DatasetError
+from core.algonauts2023.dataset import ALL_VERTICES, open_dataset, parse_subject, roi_class_of
+from core.util.errors import DatasetError
 from tests.conftest import make_tiny_dataset
 
 

@@ -1,4 +1,4 @@
-"""The Algonauts 2021 reader (core.dataset2021) on the video demo and on hand-made layouts, and the demo."""
+"""The Algonauts 2021 reader (core.algonauts2021.dataset) on the video demo and on hand-made layouts, and the demo."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import core.dataset2021 as d21
-from core import safe_pickle
+import core.algonauts2021.dataset as d21
+from core.util import safe_pickle
 from core.cli import main as cli_main
-from core.dataset2021 import (
+from core.algonauts2021.dataset import (
     MINI_ROIS, VOLUME_SHAPE, WB, is_2021_layout, open_dataset2021, split_half_noise_ceiling,
 )
-from core.demo2021 import DemoConfig, generate_demo2021, is_demo2021
-from core.errors import DatasetError, UserError
-from core.video import write_video
+from core.algonauts2021.demo import DemoConfig, generate_demo2021, is_demo2021
+from core.util.errors import DatasetError, UserError
+from core.features.video import write_video
 
 
 
@@ -184,7 +184,7 @@ def test_layout_problems(tmp_path, cache):
 
 
 def test_ensure_demo_generates_once(tmp_path, monkeypatch):
-    import core.demo2021 as demo2021
+    import core.algonauts2021.demo as demo2021
 
     tiny = DemoConfig(subjects=(1,), n_train=10, n_test=1, size=32, fps=4, seconds=1)
     path = demo2021.ensure_demo2021(tmp_path / "demo2021", tiny)

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import demo, safe_pickle
+from core.algonauts2023 import demo
+
+from core.util import safe_pickle
 from core.cli import main
-from core.dataset import open_dataset
-from core.errors import UserError
+from core.algonauts2023.dataset import open_dataset
+from core.util.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 N_FS = 163_842

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.encoding import OLS, BandedRidgeCV, Ridge, RidgeCV
-from core.errors import UserError
-from core.metrics import pearson_r
-from core.splits import Validation, holdout_split, kfold_splits
+from core.encoding.estimators import OLS, BandedRidgeCV, Ridge, RidgeCV
+from core.util.errors import UserError
+from core.encoding.metrics import pearson_r
+from core.encoding.splits import Validation, holdout_split, kfold_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import core.features as features_mod
+import core.features.extraction as features_mod
 from core.cli import main as cli_main
-from core.errors import DatasetError, UserError
-from core.features import ExtractionConfig, FeatureEntry, extract_features, list_entries
-from core.reduction import exact_pca_reference
+from core.util.errors import DatasetError, UserError
+from core.features.extraction import ExtractionConfig, FeatureEntry, extract_features, list_entries
+from core.features.reduction import exact_pca_reference
 from tests.conftest import write_pngs
 
 RES = 64

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import demo, paths
+from core.algonauts2023 import demo
+
+from core.util import paths
 from tests.conftest import ROOT
 from ui import state
 

@@ -1,4 +1,4 @@
-"""core.flatmaps: ROI borders, the nilearn fsaverage5 flat map, a real pycortex render on its bundled
+"""core.viz.flatmaps: ROI borders, the nilearn fsaverage5 flat map, a real pycortex render on its bundled
 S1 subject, and the messages when pycortex or its fsaverage subject is missing.
 
 pycortex is pointed at private filestores (``use_filestore``): an empty one, or a copy of the S1
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import flatmaps
-from core.surfaces import SurfaceError, roi_overlays, vertex_maps
+from core.viz import flatmaps
+from core.viz.surfaces import SurfaceError, roi_overlays, vertex_maps
 
 
 from tests.pycortex_store import s1_filestore, use_filestore
@@ -59,7 +59,7 @@ def colour_shares(px: np.ndarray) -> tuple[float, float]:
 
 
 def demo_inputs(demo_root):
-    from core.dataset import open_dataset
+    from core.algonauts2023.dataset import open_dataset
 
     subj = open_dataset(demo_root).subject(1)
     masks = {h: subj.fsaverage_mask(h) for h in ("lh", "rh")}

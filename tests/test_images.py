@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import images as images_mod
-from core.errors import DatasetError, UserError
-from core.images import build_image_cache, decode_image, fingerprint_images
+from core.features import images as images_mod
+from core.util.errors import DatasetError, UserError
+from core.features.images import build_image_cache, decode_image, fingerprint_images
 from tests.conftest import write_pngs as _pngs
 
 

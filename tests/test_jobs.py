@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
+from core.runs import workers as jobs
 from core.cli import main
-from core.errors import UserError
-from core.fileio import write_json
-from core.runstore import RunStore
+from core.util.errors import UserError
+from core.util.fileio import write_json
+from core.runs.store import RunStore
 
 SLEEP = "tests.test_jobs:sleep_task"
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_run_in_detached_worker_is_done_with_artifacts(tmp_path):
 
 def test_run_outlives_the_process_that_launched_it(tmp_path):
     """A dashboard that exits (or reloads) leaves its runs going; a new store finds them."""
-    code = ("import sys; from core import jobs; from core.runstore import RunStore; "
+    code = ("import sys; from core.runs import workers as jobs; from core.runs.store import RunStore; "
             f"print(jobs.launch(RunStore(sys.argv[1]), {SLEEP!r}, {{'steps': 10, 'sleep': 0.1}}).id)")
     launcher = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                               cwd=ROOT, check=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from core.metrics import (
+from core.encoding.metrics import (
     ALL_VERTICES, hemisphere_metrics, noise_normalized_accuracy, noise_normalized_correlation, noise_normalized_score,
     pearson_r, roi_summary,
 )

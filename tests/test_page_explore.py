@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import surfaces
+from core.viz import surfaces
 from tests.conftest import REALDATA, ROOT, make_tiny_dataset
 
 PAGE = str(ROOT / "pages" / "2_Explore.py")

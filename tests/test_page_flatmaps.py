@@ -12,7 +12,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import flatmaps
+from core.viz import flatmaps
 from tests.conftest import ROOT
 from tests.pycortex_store import use_filestore
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs
-from core.runstore import RunStore
+from core.runs import workers
+from core.runs.store import RunStore
 from tests.conftest import ROOT
 from tests.test_jobs import SLEEP, wait_final, wait_running
 
@@ -59,7 +59,7 @@ def test_launch_one_run_then_cancel_it(env, demo_root):
 
     at.button(key="runs_cancel").click().run()
     assert not at.exception
-    assert jobs.get_run(env, run.id).status == "cancelled"
+    assert workers.get_run(env, run.id).status == "cancelled"
     assert any(m.value.startswith("**Status:** cancelled") for m in at.markdown)
     assert "cancelled" in at.code[0].value  # the log
 
@@ -80,7 +80,7 @@ def test_launch_a_grid_then_cancel_it(env):
         for layers, est in (("features.3", "ridge"), ("features.3+features.6", "banded"), ("features.6", "ridge"))]
     at.button(key="runs_cancel_grid").click().run()
     assert not at.exception
-    assert {jobs.get_run(env, r.id).status for r in runs} == {"cancelled"}
+    assert {workers.get_run(env, r.id).status for r in runs} == {"cancelled"}
 
 
 def test_a_bad_setting_is_explained_and_nothing_queued(env):
@@ -96,7 +96,7 @@ def test_status_log_and_error_of_finished_runs(env):
     done = env.create(SLEEP, {"steps": 2})
     failed = env.create(SLEEP, {"steps": 1, "fail": True})
     for run in (done, failed):
-        jobs.execute(env, run.id)
+        workers.execute(env, run.id)
     at = run_page()
     table = at.dataframe[0].value
     assert table["run"].tolist() == [failed.id, done.id]
@@ -129,7 +129,7 @@ def test_done_fits_show_their_accuracy(finished_env):
 
 
 def test_live_progress_of_a_running_run(env):
-    run = jobs.launch(env, SLEEP, {"steps": 400, "sleep": 0.05})
+    run = workers.launch(env, SLEEP, {"steps": 400, "sleep": 0.05})
     try:
         wait_running(env, run.id)
         at = run_page()
@@ -138,5 +138,5 @@ def test_live_progress_of_a_running_run(env):
         assert 0 < bars[0].proto.value < 100
         assert at.button(key="runs_cancel")  # an active run can be cancelled
     finally:
-        jobs.cancel(env, run.id)
+        workers.cancel(env, run.id)
         wait_final(env, run.id)

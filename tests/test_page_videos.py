@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, paths, tasks
-from core.dataset2021 import MINI_ROIS, WB, open_dataset2021
-from core.errors import UserError
-from core.pipeline2021 import TASK_KIND, Pipeline2021Config, read_roi_table
-from core.runstore import RunStore
+from core.runs import workers
+
+from core.util import paths
+
+from core.runs import kinds
+from core.algonauts2021.dataset import MINI_ROIS, WB, open_dataset2021
+from core.util.errors import UserError
+from core.algonauts2021.pipeline import TASK_KIND, Pipeline2021Config, read_roi_table
+from core.runs.store import RunStore
 from tests.conftest import ROOT
 from tests.test_page_explore import _decode
 
@@ -33,8 +37,8 @@ def finished(demo2021_root, tmp_path_factory):
         mp.setenv("BES_CACHE_DIR", str(ws / "cache"))
         store = RunStore(ws)
         config = Pipeline2021Config(data_dir=str(demo2021_root), cache_dir=str(ws / "cache"), **FAST).to_dict()
-        run = store.create(TASK_KIND, tasks.check_config(TASK_KIND, config), label="from the test")
-        assert jobs.execute(store, run.id) == "done", store.read_log(run.id)
+        run = store.create(TASK_KIND, kinds.check_config(TASK_KIND, config), label="from the test")
+        assert workers.execute(store, run.id) == "done", store.read_log(run.id)
     return ws, store.get(run.id)
 
 
@@ -58,16 +62,16 @@ def chart(at: AppTest, key: str) -> dict:
     return json.loads(found[0].proto.spec)
 
 
-# -- the config check (core.pipeline2021.Pipeline2021Config through core.tasks) -------------------
+# -- the config check (core.algonauts2021.pipeline.Pipeline2021Config through core.runs.kinds) -------------------
 def test_run_store_checks_2021_configs_before_queueing(demo2021_root, tmp_path, monkeypatch):
     monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
     base = dict(data_dir=str(demo2021_root), **FAST)
-    checked = tasks.check_config(TASK_KIND, {**base, "subjects": ["sub02"], "weights": None,
+    checked = kinds.check_config(TASK_KIND, {**base, "subjects": ["sub02"], "weights": None,
                                              "tracks": ["full_track", "mini_track"], "motion_energy": {}})
     assert checked["subjects"] == [2] and checked["weights"] == "imagenet-offline"
     assert checked["tracks"] == ["mini_track", "full_track"] and checked["data_dir"] == str(demo2021_root.resolve())
     assert checked["motion_energy"]["size"] == 64  # MotionEnergyConfig's defaults, spelled out
-    assert tasks.check_config(TASK_KIND, base)["subjects"] == [1, 2]  # None: every subject
+    assert kinds.check_config(TASK_KIND, base)["subjects"] == [1, 2]  # None: every subject
     cases = [
         (dict(layers=["features.66"]), "unknown layer 'features.66'"),
         (dict(n_components=40), "only 40 training clips"),
@@ -84,9 +88,9 @@ def test_run_store_checks_2021_configs_before_queueing(demo2021_root, tmp_path, 
     store = RunStore(tmp_path / "ws")
     for change, message in cases:
         with pytest.raises(UserError, match=message):
-            jobs.launch(store, TASK_KIND, {**base, **change})
+            workers.launch(store, TASK_KIND, {**base, **change})
     with pytest.raises(UserError, match="'data_dir' is required"):
-        tasks.check_config(TASK_KIND, FAST)
+        kinds.check_config(TASK_KIND, FAST)
     assert store.list() == []  # nothing was queued
 
 
@@ -216,7 +220,7 @@ def test_launch_checks_then_queues_and_cancel(demo2021_root, monkeypatch, tmp_pa
 
     at.button(key=f"videos_cancel_{run.id}").click().run()
     assert not at.exception
-    assert jobs.get_run(store, run.id).status == "cancelled"
+    assert workers.get_run(store, run.id).status == "cancelled"
 
 
 def test_default_demo_and_bad_directories(demo2021_root, monkeypatch, tmp_path):

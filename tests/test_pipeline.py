@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import jobs, tasks
+from core.runs import workers
+
+from core.runs import kinds as tasks
 from core.cli import main
-from core.dataset import open_dataset
-from core.errors import UserError
-from core.runstore import RunStore
-from core.submission import build_from_runs
+from core.algonauts2023.dataset import open_dataset
+from core.util.errors import UserError
+from core.runs.store import RunStore
+from core.algonauts2023.submission import build_from_runs
 from tests.test_jobs import ROOT, wait_final
 
 FAST = ["--model", "mobilenet_v2", "--weights", "imagenet-offline", "--layers", "features.6", "--device", "cpu",
@@ -106,7 +108,7 @@ def test_fit_run_in_worker_then_submission_from_runs(demo_root, feature_cache, t
     base = tasks.EncodingConfig(data=str(demo_root), subjects=[1], resolution=64, n_components=20, device="cpu",
                                 cache_dir=str(feature_cache))
     configs = tasks.grid_configs(base, [1], [("mobilenet_v2", "imagenet-offline", ["features.6"])], ["ridge"])
-    run = wait_final(store, jobs.launch(store, "fit", configs[0], label="demo fit").id, timeout=120)
+    run = wait_final(store, workers.launch(store, "fit", configs[0], label="demo fit").id, timeout=120)
     assert run.status == "done", store.read_log(run.id)
     assert run.summary["subj01"]["lh_median_r"] > 0.1
     assert store.list(subject=1, model="mobilenet_v2", estimator="ridge")[0].id == run.id
@@ -129,9 +131,9 @@ def test_bad_config_is_refused_before_queueing(demo_root, tmp_path):
     store = RunStore(tmp_path)
     cfg = tasks.EncodingConfig(data=str(demo_root), subjects=[1], layers=["features.6"], estimator="banded")
     with pytest.raises(UserError, match="banded estimator needs at least two layers"):
-        jobs.launch(store, "fit", cfg.to_dict())
+        workers.launch(store, "fit", cfg.to_dict())
     with pytest.raises(UserError, match="unknown EncodingConfig setting 'layer'"):
-        jobs.launch(store, "fit", {"data": str(demo_root), "subjects": [1], "layer": "features.6"})
+        workers.launch(store, "fit", {"data": str(demo_root), "subjects": [1], "layer": "features.6"})
     assert store.list() == []
 
 
@@ -150,11 +152,11 @@ def test_extract_and_pipeline_kinds(demo_root, feature_cache, tmp_path):
     base = dict(data=str(demo_root), subjects=[1], layers=["features.6"], resolution=64, n_components=20,
                 device="cpu", cache_dir=str(feature_cache))
     extract = store.create("extract", tasks.check_config("extract", base))
-    assert jobs.execute(store, extract.id) == "done", store.read_log(extract.id)
+    assert workers.execute(store, extract.id) == "done", store.read_log(extract.id)
     path = store.get(extract.id).summary["features"]["subj01"]["features.6"]
     assert (tmp_path / "runs" / extract.id / "features.json").is_file()
     assert Path(path).parent == feature_cache / "features"
     pipeline = store.create("pipeline", tasks.check_config("pipeline", base))
-    assert jobs.execute(store, pipeline.id) == "done", store.read_log(pipeline.id)
+    assert workers.execute(store, pipeline.id) == "done", store.read_log(pipeline.id)
     run = store.get(pipeline.id)
     assert tasks.submission_path(run).is_file() and set(run.timings) >= {"extract", "encode", "submission"}

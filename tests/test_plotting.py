@@ -1,4 +1,4 @@
-"""core.plotting: per-vertex maps -> Plotly figures (traces, colours, ranges, cameras, payload)."""
+"""core.viz.plotting: per-vertex maps -> Plotly figures (traces, colours, ranges, cameras, payload)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from core import plotting as P
-from core import surfaces as S
+from core.viz import plotting as P
+from core.viz import surfaces as S
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import UserError
-from core.reduction import ColumnSpill, exact_pca_reference, fit_pca, plan_blocks, pool_features
+from core.util.errors import UserError
+from core.features.reduction import ColumnSpill, exact_pca_reference, fit_pca, plan_blocks, pool_features
 
 
 def _data(n=300, d=1500, rank=200, seed=0):

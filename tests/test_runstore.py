@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import UserError
-from core.runstore import RunStore, default_workspace
+from core.util.errors import UserError
+from core.runs.store import RunStore, default_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,11 +7,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from core import submission
-from core.dataset import open_dataset
-from core.errors import UserError
-from core.fileio import save_npy
-from core.runstore import RunStore
+from core.algonauts2023 import submission
+from core.algonauts2023.dataset import open_dataset
+from core.util.errors import UserError
+from core.util.fileio import save_npy
+from core.runs.store import RunStore
 from tests.conftest import make_tiny_dataset
 
 

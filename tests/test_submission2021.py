@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from core import pipeline2021
-from core.dataset2021 import MINI_ROIS, WB, open_dataset2021
-from core.errors import UserError
-from core.motion_energy import MotionEnergyConfig
-from core.pipeline2021 import read_roi_table, roi_val_r, run_pipeline_2021, summary_lines, wb_accuracy_image
-from core.submission2021 import build_submission2021, read_submission2021, validate_submission2021
+from core.algonauts2021 import pipeline as pipeline2021
+from core.algonauts2021.dataset import MINI_ROIS, WB, open_dataset2021
+from core.util.errors import UserError
+from core.features.motion_energy import MotionEnergyConfig
+from core.algonauts2021.pipeline import read_roi_table, roi_val_r, run_pipeline_2021, summary_lines, wb_accuracy_image
+from core.algonauts2021.submission import build_submission2021, read_submission2021, validate_submission2021
 
 FAST = dict(device="cpu", n_frames=2, resolution=64, n_components=10, val_fraction=0.25)
 

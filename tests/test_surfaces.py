@@ -1,4 +1,4 @@
-"""core.surfaces: fsaverage meshes (bundled fsaverage5, a user's full fsaverage), decimation,
+"""core.viz.surfaces: fsaverage meshes (bundled fsaverage5, a user's full fsaverage), decimation,
 challenge-space -> surface mapping, ROI overlays and the per-vertex map registry."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import surfaces as S
-from core.dataset import open_dataset
+from core.viz import surfaces as S
+from core.algonauts2023.dataset import open_dataset
 from tests.conftest import REALDATA, make_tiny_dataset
 
 FULL_DIR = REALDATA / "fsaverage"  # a local full-fsaverage directory, as a user would set it

@@ -1,4 +1,4 @@
-"""Video decoding and frame sampling (core.video) on small clips written here."""
+"""Video decoding and frame sampling (core.features.video) on small clips written here."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import av
 import numpy as np
 import pytest
 
-import core.video as video
-from core.errors import DatasetError
-from core.video import (
+import core.features.video as video
+from core.util.errors import DatasetError
+from core.features.video import (
     build_frame_cache, fingerprint_videos, frame_indices, probe_video, read_frames, write_video,
 )
 
@@ -109,8 +109,8 @@ def test_a_bad_clip_publishes_no_frame_cache(clips, tmp_path):
 def test_video_features_are_the_frame_average_of_image_features(clips, tmp_path):
     from PIL import Image
 
-    from core.features import ExtractionConfig, extract_features
-    from core.video_features import extract_video_features
+    from core.features.extraction import ExtractionConfig, extract_features
+    from core.features.clips import extract_video_features
 
     cfg = ExtractionConfig(model="mobilenet_v2", weights="imagenet-offline", layers=["features.6"], resolution=32,
                            reduction="none", batch_size=4)
@@ -134,7 +134,7 @@ def test_video_features_are_the_frame_average_of_image_features(clips, tmp_path)
 
 def test_motion_energy_sees_the_direction_of_motion(tmp_path):
     moten = pytest.importorskip("moten", reason="pymoten is optional")
-    from core.motion_energy import MotionEnergyConfig, extract_motion_energy
+    from core.features.motion_energy import MotionEnergyConfig, extract_motion_energy
 
     bar = np.zeros((12, 32, 32, 3), np.uint8)
     for t in range(12):

@@ -1,4 +1,4 @@
-"""Whole-brain vectors as MNI volumes and their nilearn figures (core.volumes), on the video demo."""
+"""Whole-brain vectors as MNI volumes and their nilearn figures (core.viz.volumes), on the video demo."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from core.dataset2021 import VOLUME_SHAPE, WB, open_dataset2021
-from core.errors import UserError
-from core.volumes import AFFINE_2021, from_volume, glass_brain_figure, slices_figure, to_nifti, to_volume
+from core.algonauts2021.dataset import VOLUME_SHAPE, WB, open_dataset2021
+from core.util.errors import UserError
+from core.viz.volumes import AFFINE_2021, from_volume, glass_brain_figure, slices_figure, to_nifti, to_volume
 from tests.conftest import REALDATA
 
 EXAMPLE = REALDATA / "Algonauts2021_devkit" / "example.nii"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import backbones, plotting
-from core.errors import UserError
+from core.features import backbones
+
+from core.viz import plotting
+from core.util.errors import UserError
 
 RANGES = ("symmetric", "positive")
 
@@ -21,7 +23,7 @@ def colour_controls(default_cmap: str, default_range: str, key: str) -> dict:
 
 
 def map_colour_controls(vmap, key: str) -> dict:
-    """:func:`colour_controls` for a stored :class:`core.surfaces.VertexMap`: defaults from its kind, and
+    """:func:`colour_controls` for a stored :class:`core.viz.surfaces.VertexMap`: defaults from its kind, and
     its suggested ``vmin`` (positive range only) and ``vmax``."""
     kind = vmap.kind if vmap.kind in RANGES else "positive"
     opts = colour_controls("hot" if kind == "positive" else "cold_hot", kind, key)

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import demo, paths
-from core.dataset import HEMI_NAMES, HEMIS, Dataset, Subject, open_dataset
-from core.errors import UserError
+from core.algonauts2023 import demo
+
+from core.util import paths
+from core.algonauts2023.dataset import HEMI_NAMES, HEMIS, Dataset, Subject, open_dataset
+from core.util.errors import UserError
 
 DATA_DIR_ENV = "BES_DATA_DIR"
 
@@ -56,7 +58,7 @@ def _demo_job(path: str, generator: str) -> dict:
 
 
 def wait_for_demo(path: Path, generator: str, what: str) -> None:
-    """Show a progress bar until the demo at ``path`` exists (``generator``: e.g. ``core.demo.ensure_demo``)."""
+    """Show a progress bar until the demo at ``path`` exists (``generator``: e.g. ``core.algonauts2023.demo.ensure_demo``)."""
     job = _demo_job(str(path), generator)
     bar = st.progress(0.0, text=f"Creating {what} (first start only)…")
     while not job["done"]:
@@ -71,7 +73,7 @@ def wait_for_demo(path: Path, generator: str, what: str) -> None:
 
 def _ensure_demo(path: Path) -> None:
     if path == paths.demo_dir() and not demo.is_demo(path):
-        wait_for_demo(path, "core.demo.ensure_demo", "the demo dataset")
+        wait_for_demo(path, "core.algonauts2023.demo.ensure_demo", "the demo dataset")
 
 
 @st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)

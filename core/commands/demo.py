@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.errors import UserError
+from core.util.errors import UserError
 
 
 def add_parser(sub) -> None:
@@ -28,8 +28,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.demo import check_params, generate_demo
-    from core.progress import TqdmProgress
+    from core.algonauts2023.demo import check_params, generate_demo
+    from core.util.progress import TqdmProgress
 
     check_params(args.subjects, args.n_train, args.n_test, args.seed)
     out = Path(args.out).expanduser()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.errors import UserError
+from core.util.errors import UserError
 
 
 def add_parser(sub) -> None:
-    from core.demo2021 import DemoConfig
+    from core.algonauts2021.demo import DemoConfig
 
     d = DemoConfig()
     p = sub.add_parser(
@@ -38,8 +38,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.demo2021 import DemoConfig, generate_demo2021
-    from core.progress import TqdmProgress
+    from core.algonauts2021.demo import DemoConfig, generate_demo2021
+    from core.util.progress import TqdmProgress
 
     cfg = DemoConfig(tuple(args.subjects), args.n_train, args.n_test, args.reps, args.size, args.fps, args.seconds,
                      args.seed).checked()

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.errors import UserError
+from core.util.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -56,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     x.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: automatic)")
     x.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="auto: bf16/fp16 autocast on GPU, fp32 on CPU")
-    x.add_argument("--cache-dir", type=Path, default=None, help="cache root (default: core.paths.cache_dir())")
+    x.add_argument("--cache-dir", type=Path, default=None, help="cache root (default: core.util.paths.cache_dir())")
     x.add_argument("--quiet", action="store_true", help="no progress bar")
     info = p.add_argument_group("information")
     info.add_argument("--list-models", action="store_true", help="list models and their weights, then exit")
@@ -81,14 +81,14 @@ def _subject_images(args) -> tuple[list[Path], list[Path]]:
         return train, test
     if args.data is None or args.subject is None:
         raise UserError("give --data DIR --subject N, or --train-dir DIR [--test-dir DIR]")
-    from core.dataset import open_dataset  # the lead's dataset module
+    from core.algonauts2023.dataset import open_dataset  # the lead's dataset module
 
     subj = open_dataset(args.data).subject(args.subject)
     return list(subj.train_images), list(subj.test_images)
 
 
 def run(args) -> int:
-    from core import backbones
+    from core.features import backbones
 
     if args.list_models:
         for info in backbones.model_catalog(backbones.available_models()):
@@ -107,8 +107,8 @@ def run(args) -> int:
         suggested = backbones.SUGGESTED_LAYERS.get(args.model, [])
         raise UserError(f"--layers is required (e.g. {' '.join(suggested[-2:]) or 'see --list-layers'})")
 
-    from core.features import ExtractionConfig, extract_features
-    from core.progress import TqdmProgress
+    from core.features.extraction import ExtractionConfig, extract_features
+    from core.util.progress import TqdmProgress
 
     cfg = ExtractionConfig(
         model=args.model, weights=args.weights, layers=args.layers, resolution=args.resolution,

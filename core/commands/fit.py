@@ -4,7 +4,7 @@
         --estimator ridge|ols|banded [--val-fraction 0.1 | --folds K] [--seed 0] --out OUT_DIR
 
 Prints per-hemisphere median r, per-ROI median r and the noise-normalised score; writes
-per-vertex r, test predictions and metrics.json into OUT_DIR (see ``core.evaluate``).
+per-vertex r, test predictions and metrics.json into OUT_DIR (see ``core.encoding.fitting``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from core.errors import UserError
+from core.util.errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,9 +52,9 @@ def _fmt(x) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.dataset import open_dataset
-    from core.evaluate import fit_subject, write_results
-    from core.splits import Validation
+    from core.algonauts2023.dataset import open_dataset
+    from core.encoding.fitting import fit_subject, write_results
+    from core.encoding.splits import Validation
 
     if args.folds is not None:
         validation = Validation("kfold", n_folds=args.folds, seed=args.seed)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     subject = ds.subject(args.subject)
     bar = None
     if not args.no_progress:
-        from core.progress import TqdmProgress
+        from core.util.progress import TqdmProgress
 
         bar = TqdmProgress(desc=f"fit {subject.name}")
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.dataset import HEMIS, open_dataset
+from core.algonauts2023.dataset import HEMIS, open_dataset
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +46,7 @@ def format_summary_2021(summary: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.dataset2021 import is_2021_layout, open_dataset2021
+    from core.algonauts2021.dataset import is_2021_layout, open_dataset2021
 
     if is_2021_layout(args.data):
         ds, fmt, kind = open_dataset2021(args.data, args.subjects or None), format_summary_2021, "Algonauts 2021"

@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from core.errors import UserError
+from core.util.errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +55,7 @@ def _one_line_error(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.dataset2021 import is_2021_layout
+    from core.algonauts2021.dataset import is_2021_layout
 
     return (_run_2021 if is_2021_layout(args.data) else _run_2023)(args)
 
@@ -82,13 +82,13 @@ def _in_work_dir(out: Path, produce) -> dict:
 
 
 def _progress(args: argparse.Namespace):
-    from core.progress import TqdmProgress
+    from core.util.progress import TqdmProgress
 
     return contextlib.nullcontext() if args.quiet else TqdmProgress(desc="pipeline")
 
 
 def _run_2023(args: argparse.Namespace) -> int:
-    from core.tasks import METRICS, SUBMISSION, EncodingConfig, encode
+    from core.runs.kinds import METRICS, SUBMISSION, EncodingConfig, encode
 
     cfg = EncodingConfig(
         data=str(args.data), subjects=list(args.subjects), model=args.model, weights=args.weights,
@@ -107,8 +107,8 @@ def _run_2023(args: argparse.Namespace) -> int:
 
 
 def _run_2021(args: argparse.Namespace) -> int:
-    from core.motion_energy import MotionEnergyConfig
-    from core.pipeline2021 import METRICS, run_pipeline_2021, summary_lines
+    from core.features.motion_energy import MotionEnergyConfig
+    from core.algonauts2021.pipeline import METRICS, run_pipeline_2021, summary_lines
 
     def produce(work: Path):
         metrics = run_pipeline_2021(

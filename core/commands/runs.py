@@ -7,8 +7,8 @@ import json
 import time
 from dataclasses import asdict
 
-from core import jobs
-from core.runstore import STATUSES, Run, RunStore
+from core.runs import workers
+from core.runs.store import STATUSES, Run, RunStore
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,10 +47,10 @@ def _line(run: Run) -> str:
 def run(args: argparse.Namespace) -> int:
     store = RunStore(args.workspace)
     if args.action == "list":
-        runs = jobs.list_runs(store, status=args.status, kind=args.kind, subject=args.subject, limit=args.limit)
+        runs = workers.list_runs(store, status=args.status, kind=args.kind, subject=args.subject, limit=args.limit)
         print(json.dumps([_as_json(r) for r in runs], indent=2) if args.json else "\n".join(map(_line, runs)))
     elif args.action == "show":
-        r = jobs.get_run(store, args.run_id)
+        r = workers.get_run(store, args.run_id)
         if args.json:
             print(json.dumps(_as_json(r), indent=2))
         else:
@@ -61,5 +61,5 @@ def run(args: argparse.Namespace) -> int:
             print(store.read_log(r.id, max_chars=4000), end="")
     else:
         for run_id in args.run_ids:
-            print(f"{run_id}: {'cancelled' if jobs.cancel(store, run_id) else 'not active, left as is'}")
+            print(f"{run_id}: {'cancelled' if workers.cancel(store, run_id) else 'not active, left as is'}")
     return 0

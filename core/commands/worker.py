@@ -1,11 +1,11 @@
-"""``python -m core worker``: execute one run, or dispatch a grid (started by ``core.jobs``, not by hand)."""
+"""``python -m core worker``: execute one run, or dispatch a grid (started by ``core.runs.workers``, not by hand)."""
 
 from __future__ import annotations
 
 import argparse
 
-from core import jobs
-from core.runstore import RunStore
+from core.runs import workers as jobs
+from core.runs.store import RunStore
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

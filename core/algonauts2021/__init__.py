@@ -1,0 +1,1 @@
+"""The Algonauts 2021 challenge (videos): dataset, demo, pipeline, submission."""

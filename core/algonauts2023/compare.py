@@ -1,0 +1,287 @@
+"""Finished encoding runs side by side: tidy tables and Plotly figures (data in, figure out).
+
+* ``finished_runs`` lists the done fit / pipeline runs that hold results for a subject of a data
+  directory, newest first; ``run_title`` names a run in legends and menus.
+* ``summary_table`` (median r per hemisphere, challenge score) and ``roi_table`` (every run's
+  ``roi_r.csv`` stacked, one row per run, hemisphere and ROI) are pandas tables ready for CSV.
+* ``summary_table_2021`` and ``roi_table_2021`` are the same for Algonauts 2021 (video) runs of
+  ``core.algonauts2021.pipeline`` (per track and ROI instead of per hemisphere).
+* ``roi_bar_chart`` draws per-ROI median r as grouped bars, left and right hemisphere (or any panels);
+  ``layer_roi_matrix`` + ``layer_heatmap`` show which layer predicts which ROI best;
+  ``accuracy_surface_figure`` puts a run's validation r on fsaverage (``core.viz.plotting``).
+* Importing this module registers the ``runs`` per-vertex map provider (``core.viz.surfaces``): the
+  validation r of each finished run, offered wherever ``vertex_maps`` is (the Explore page).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core.features import backbones
+
+from core.runs import workers
+
+from core.viz import plotting
+
+from core.viz import surfaces
+
+from core.runs import kinds
+from core.algonauts2023.dataset import HEMIS, ROI_CLASSES
+from core.algonauts2021.dataset import TRACKS as TRACKS_2021
+from core.runs.store import DB_NAME, Run, RunStore, default_workspace
+
+RESULT_KINDS = ("fit", "pipeline")
+MAX_MAPS = 12  # newest runs offered as per-vertex maps
+RUN_COLUMNS = ("run", "run_id", "label", "model", "weights", "layers", "estimator")
+ROI_COLUMNS = (*RUN_COLUMNS, "hemi", "roi", "roi_class", "n_vertices", "median_r", "mean_r", "median_noise_normalized")
+_ROI_CLASS = {roi: cls for cls, names in ROI_CLASSES.items() for roi in names}
+ROI_COLUMNS_2021 = ("track", "roi", "n_voxels", "median_r", "mean_r", "median_noise_normalized", "mean_nnc")
+
+
+# -- runs --------------------------------------------------------------------------------------
+def finished_runs(store: RunStore, data_root: str | os.PathLike, subject: int) -> list[Run]:
+    """Done fit / pipeline runs with results for ``subject`` of the data directory ``data_root``, newest first."""
+    root = str(Path(data_root).expanduser().resolve())
+    return [
+        r for r in workers.list_runs(store, status="done")
+        if r.kind in RESULT_KINDS and r.config.get("data") == root and subject in (r.config.get("subjects") or [])
+    ]  # fmt: skip
+
+
+def layers_label(run: Run) -> str:
+    return "+".join(run.config.get("layers") or [])
+
+
+def run_title(run: Run) -> str:
+    """``"mobilenet_v2 features.6 ridge (3fa9)"``: model, layers, estimator, the weights unless they are
+    the offline default (``[random]``), and the end of the run id."""
+    cfg = run.config
+    weights = f" [{cfg['weights']}]" if cfg.get("weights") not in (None, backbones.OFFLINE) else ""
+    return f"{cfg.get('model')} {layers_label(run)} {cfg.get('estimator')}{weights} ({run.id[-4:]})"
+
+
+def _describe(run: Run) -> dict[str, Any]:
+    cfg = run.config
+    values = (run_title(run), run.id, run.label, cfg.get("model"), cfg.get("weights"), layers_label(run),
+              cfg.get("estimator"))  # fmt: skip
+    return dict(zip(RUN_COLUMNS, values))
+
+
+def run_scores(run: Run, subject: int) -> dict[str, float | None]:
+    """``{lh_median_r, rh_median_r, noise_normalized}`` of one subject of a done run."""
+    m = kinds.load_metrics(run)[f"subj{subject:02d}"]
+    return {k: m.get(k) for k in ("lh_median_r", "rh_median_r", "noise_normalized")}
+
+
+def best_run(runs: Sequence[Run], subject: int) -> Run:
+    """The run with the highest mean over hemispheres of its median validation r for ``subject``."""
+
+    def mean_r(run: Run) -> float:
+        s = run_scores(run, subject)
+        values = [s[f"{h}_median_r"] for h in HEMIS if s[f"{h}_median_r"] is not None]
+        return sum(values) / len(values) if values else -math.inf
+
+    return max(runs, key=mean_r)
+
+
+def summary_table(runs: Sequence[Run], subject: int) -> pd.DataFrame:
+    """One row per run: its config, median r per hemisphere and the noise-normalised challenge score (%)."""
+    rows = []
+    for run in runs:
+        s = run_scores(run, subject)
+        rows.append({**_describe(run), "lh median r": s["lh_median_r"], "rh median r": s["rh_median_r"],
+                     "noise-normalised score (%)": s["noise_normalized"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def roi_table(runs: Sequence[Run], subject: int) -> pd.DataFrame:
+    """Every run's per-ROI table stacked: run, config, hemi, roi, roi_class, n_vertices, median_r, mean_r,
+    median_noise_normalized (NaN where undefined). ``roi_class`` is empty for ``all vertices``."""
+    rows = [{**_describe(run), **row, "roi_class": _ROI_CLASS.get(row["roi"], "")}
+            for run in runs for row in kinds.load_roi_table(run, subject)]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(ROI_COLUMNS))
+
+
+def noise_normalized_pivot(table: pd.DataFrame, index: Sequence[str] = ("hemi", "roi")) -> pd.DataFrame:
+    """Median noise-normalised accuracy (%) with one row per hemisphere and ROI (``index``: the table's
+    columns naming a row, e.g. ``("track", "roi")`` for ``roi_table_2021``), one column per run."""
+    wide = table.pivot_table(index=list(index), columns="run", values="median_noise_normalized", sort=False)
+    return wide.reindex(columns=list(dict.fromkeys(table["run"])))
+
+
+# -- Algonauts 2021 (videos) runs ----------------------------------------------------------------
+def summary_table_2021(runs: Sequence[Run], subject: int) -> pd.DataFrame:
+    """One row per ``core.algonauts2021.pipeline`` run: its config, whole-brain median r, and per track the 2021
+    leaderboard score (mean r / sqrt(reliability)) and the noise-normalised score (%) (None for a track
+    the run did not fit)."""
+    rows = []
+    for run in runs:
+        m = kinds.load_metrics(run)[f"sub{subject:02d}"]
+        nn, nnc = m.get("noise_normalized") or {}, m.get("nnc_2021") or {}
+        rows.append({**_describe(run), "WB median r": m.get("wb_median_r"),
+                     **{f"{t} 2021 score": nnc.get(t) for t in TRACKS_2021},
+                     **{f"{t} score (%)": nn.get(t) for t in TRACKS_2021}})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def roi_table_2021(runs: Sequence[Run], subject: int) -> pd.DataFrame:
+    """Every ``core.algonauts2021.pipeline`` run's per-ROI table stacked: run, config, track, roi (mini-track ROIs,
+    then ``WB``), n_voxels, median_r, mean_r, median_noise_normalized, mean_nnc (NaN where undefined)."""
+    from core.algonauts2021.pipeline import read_roi_table
+
+    rows = [{**_describe(run), **row} for run in runs for row in read_roi_table(run.dir, subject)]
+    return pd.DataFrame(rows, columns=[*RUN_COLUMNS, *ROI_COLUMNS_2021])
+
+
+# -- figures -----------------------------------------------------------------------------------
+def chart_config(filename: str, fmt: str = "png") -> dict:
+    """``st.plotly_chart`` config whose camera button downloads the chart as ``fmt`` (png or svg)."""
+    options = {"format": fmt, "filename": filename, "scale": 2 if fmt == "png" else 1}
+    return {"displaylogo": False, "toImageButtonOptions": options}
+
+
+def _color(i: int) -> str:
+    return plotting.CATEGORY_COLORS[i % len(plotting.CATEGORY_COLORS)]
+
+
+def roi_bar_chart(table: pd.DataFrame, title: str | None = None, height: int = 620, *, facet: str | None = "hemi",
+                  facets: Mapping[str, str] | None = None, count: str = "n_vertices",
+                  unit: str = "vertices") -> go.Figure:
+    """Grouped bars of per-ROI median r, one colour per run: left hemisphere above, right below.
+
+    More generally one panel per value of the column ``facet`` (``facets``: value -> panel title,
+    default the hemispheres), or a single panel with ``facet=None`` (e.g. ``roi_table_2021``'s
+    ROIs, with ``count="n_voxels", unit="voxels"``); ``count`` is shown on hover.
+    """
+    rois = list(dict.fromkeys(table["roi"]))
+    runs = list(dict.fromkeys(table["run"]))
+    if facet is None:
+        panels: dict = {None: None}
+    else:
+        panels = dict(facets) if facets is not None else {h: plotting.HEMI_TITLES[h] for h in HEMIS}
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.09,
+                        subplot_titles=None if facet is None else list(panels.values()))  # fmt: skip
+    for row, key in enumerate(panels, start=1):
+        rows = table if facet is None else table[table[facet] == key]
+        for i, run in enumerate(runs):
+            part = rows[rows["run"] == run].set_index("roi").reindex(rois)
+            fig.add_trace(
+                go.Bar(
+                    x=rois, y=part["median_r"].to_numpy(dtype=float), name=run, legendgroup=run,
+                    showlegend=row == 1, marker_color=_color(i), customdata=part[count].fillna(0).astype(int),
+                    hovertemplate=f"%{{x}}: median r %{{y:.3f}} (%{{customdata}} {unit})<extra>" + run + "</extra>",
+                ),
+                row=row, col=1,
+            )  # fmt: skip
+        fig.update_yaxes(title_text="median r", zeroline=True, zerolinecolor="#888", row=row, col=1)
+    fig.update_xaxes(categoryorder="array", categoryarray=rois, tickangle=-45)
+    fig.update_layout(
+        barmode="group", height=height, title=dict(text=title, x=0.5, xanchor="center") if title else None,
+        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0, title_text="runs: "),
+        margin=dict(l=60, r=20, t=70 if title else 30, b=20), plot_bgcolor="white", paper_bgcolor="white",
+    )  # fmt: skip
+    fig.update_yaxes(gridcolor="#e5e5e5")
+    return fig
+
+
+def _natural_key(text: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def layer_roi_matrix(table: pd.DataFrame, hemi: str,
+                     layer_order: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """Median r of one hemisphere, runs x ROIs: a row per run's layer (set), in forward order.
+
+    Rows are labelled by the run's layers, prefixed by model, weights and estimator where the runs
+    differ in them; runs with the same label keep the first (the newest, in ``finished_runs`` order).
+    ``layer_order`` maps a model to its layers in forward order (``core.features.backbones.list_layers``);
+    layers not in it sort naturally after those that are.
+    """
+    part = table[table["hemi"] == hemi]
+    runs = part.drop_duplicates("run")
+    prefix = [c for c in ("model", "weights", "estimator") if runs[c].nunique() > 1]
+    labels = {r.run: " · ".join([*(str(getattr(r, c)) for c in prefix), r.layers]) for r in runs.itertuples()}
+    order = layer_order or {}
+
+    def key(r) -> tuple:
+        first = r.layers.split("+")[0]
+        known = list(order.get(r.model, ()))
+        pos = known.index(first) if first in known else len(known)
+        return (*(str(getattr(r, c)) for c in prefix), pos, _natural_key(r.layers))
+
+    keep: dict[str, str] = {}
+    for r in runs.itertuples():
+        keep.setdefault(labels[r.run], r.run)
+    chosen = sorted((r for r in runs.itertuples() if keep[labels[r.run]] == r.run), key=key)
+    rois = list(dict.fromkeys(part["roi"]))
+    wide = part.pivot_table(index="run", columns="roi", values="median_r", sort=False)
+    matrix = wide.reindex(index=[r.run for r in chosen], columns=rois)
+    matrix.index = [labels[r.run] for r in chosen]
+    matrix.index.name, matrix.columns.name = "layers", "roi"
+    return matrix
+
+
+def best_rows(matrix: pd.DataFrame) -> pd.Series:
+    """The row label with the highest value in each column (NaN-only columns left out)."""
+    return matrix.dropna(axis=1, how="all").idxmax(axis=0)
+
+
+def layer_heatmap(matrix: pd.DataFrame, title: str | None = None, colorbar_title: str = "median r") -> go.Figure:
+    """A ``layer_roi_matrix`` as a heat map: layers left to right, ROIs top to bottom, each ROI's best
+    layer starred."""
+    z = matrix.to_numpy(dtype=float).T
+    best = best_rows(matrix)
+    text = [[("" if math.isnan(v) else f"{'★ ' if best.get(roi) == layer else ''}{v:.2f}")
+             for layer, v in zip(matrix.index, values)] for roi, values in zip(matrix.columns, z)]  # fmt: skip
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=list(matrix.index), y=list(matrix.columns), text=text, texttemplate="%{text}",
+            colorscale="Viridis", colorbar=dict(title=dict(text=colorbar_title, side="right")), xgap=1, ygap=1,
+            hovertemplate="%{x} → %{y}: %{z:.3f}<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.update_layout(
+        height=max(300, 110 + 24 * len(matrix.columns)),
+        title=dict(text=title, x=0.5, xanchor="center") if title else None,
+        margin=dict(l=20, r=20, t=50 if title else 20, b=40), plot_bgcolor="white", paper_bgcolor="white",
+    )  # fmt: skip
+    fig.update_xaxes(type="category", title_text="layers")
+    fig.update_yaxes(autorange="reversed", type="category", automargin=True)
+    return fig
+
+
+def accuracy_surface_figure(run: Run, subject: Any, surfs: Mapping[str, surfaces.Surface], **kwargs) -> go.Figure:
+    """A run's validation r of ``subject`` on the given surfaces (``{hemi: Surface}``), symmetric cold-hot."""
+    values = {h: surfaces.to_surface(kinds.load_val_r(run, h, subject.number), subject.fsaverage_mask(h),
+                                     s.n_vertices) for h, s in surfs.items()}  # fmt: skip
+    kwargs = {"cmap": "cold_hot", "symmetric": True, "colorbar_title": "validation r",
+              "title": f"{subject.name}: {run_title(run)}", **kwargs}  # fmt: skip
+    return plotting.plot_surface_map(dict(surfs), values, **kwargs)
+
+
+# -- per-vertex maps for the Explore page ------------------------------------------------------
+def run_accuracy_maps(subject: Any, hemi: str) -> dict[str, surfaces.VertexMap]:
+    """Validation r per vertex of the newest finished runs of ``subject`` (none if no workspace exists yet)."""
+    if not (default_workspace() / DB_NAME).is_file():
+        return {}
+    out = {}
+    for run in finished_runs(RunStore(), subject.root, subject.number)[:MAX_MAPS]:
+        name = f"Encoding accuracy: {run_title(run)}"
+        out[name] = surfaces.VertexMap(
+            name, np.asarray(kinds.load_val_r(run, hemi, subject.number), dtype=np.float32), unit="r",
+            kind="symmetric", description=f"Validation Pearson r per vertex of run {run.id} ({run.kind}, "
+            f"{run.config.get('model')} {layers_label(run)}, {run.config.get('estimator')}).",
+        )  # fmt: skip
+    return out
+
+
+surfaces.register_map_provider("runs", run_accuracy_maps)

@@ -1,0 +1,1 @@
+"""Encoding models: array backends, estimators, metrics, validation splits, fitting one subject."""

@@ -1,0 +1,1 @@
+"""DNN features: backbones, decoded image and frame caches, reduction, the extraction engine, motion energy."""

@@ -1,0 +1,1 @@
+"""Pictures: fsaverage surfaces, Plotly figures, flat maps, volumes, charts."""
