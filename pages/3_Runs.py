@@ -14,7 +14,7 @@ import streamlit as st
 
 from core.runs import workers as jobs
 
-from core.runs import kinds
+from core.algonauts2023 import pipeline
 from core.algonauts2023.dataset import HEMIS
 from core.encoding.fitting import ESTIMATORS
 from core.util.errors import UserError
@@ -98,12 +98,12 @@ common = dict(data=str(ds.root), model=model, weights=weights, layers=layers, de
               resolution=int(resolution), reduction=reduction, n_components=int(n_components),
               seed=int(seed))  # fmt: skip
 if grid:
-    base = kinds.EncodingConfig(subjects=subjects, val_fraction=float(val_fraction), **common)
-    configs = kinds.grid_configs(base, subjects, [(model, weights, layers)], estimators)
+    base = pipeline.EncodingConfig(subjects=subjects, val_fraction=float(val_fraction), **common)
+    configs = pipeline.grid_configs(base, subjects, [(model, weights, layers)], estimators)
 elif kind == "extract":
-    configs = [kinds.FeatureConfig(subjects=subjects, **common).to_dict()]
+    configs = [pipeline.FeatureConfig(subjects=subjects, **common).to_dict()]
 else:
-    configs = [kinds.EncodingConfig(subjects=subjects, estimator=estimators[0], val_fraction=float(val_fraction),
+    configs = [pipeline.EncodingConfig(subjects=subjects, estimator=estimators[0], val_fraction=float(val_fraction),
                                     **common).to_dict()]  # fmt: skip
 st.caption(f"{len(configs)} run{'s' if len(configs) != 1 else ''} will be launched."
            if configs else "Choose at least one subject, layer and estimator.")  # fmt: skip

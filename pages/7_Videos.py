@@ -36,6 +36,7 @@ from core.algonauts2021.dataset import FULL_TRACK, MINI_TRACK, TRACK_ROIS, TRACK
 from core.algonauts2021.demo import is_demo2021
 from core.util.errors import UserError
 from core.encoding.fitting import ESTIMATORS
+from core.runs import artifacts
 from core.runs.store import Run, RunStore
 from core.features.clips import DEFAULT_N_FRAMES
 from ui.controls import backbone_controls, run_scores_table
@@ -380,9 +381,9 @@ st.markdown("**Submission zips** — what the challenge takes: one pickle per tr
             "against this dataset (ROIs, subjects, shapes, float32, finite values) before it is offered.")  # fmt: skip
 run_subjects = tuple(run.config.get("subjects") or [])
 for track in run_tracks:
-    path = run.dir / submission2021.zip_name(track)
-    if not path.is_file():
-        st.error(f"{path}: missing, so this run's {track} cannot be offered")
+    path = artifacts.find_submission(run.dir, submission2021.zip_name(track))
+    if path is None:
+        st.error(f"{run.dir / submission2021.zip_name(track)}: missing, so this run's {track} cannot be offered")
         continue
     stat = path.stat()
     try:

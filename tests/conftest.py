@@ -104,14 +104,15 @@ def finished_workspace(tmp_path_factory, demo_root) -> Path:
     """A run store with three done ridge fits on the demo, executed in this process as a worker would."""
     ws = tmp_path_factory.mktemp("finished-runs")
     from core.runs import workers
+    from core.algonauts2023 import pipeline
     from core.runs import kinds
     from core.runs.store import RunStore
 
     store, cache = RunStore(ws), str(ws / "features")
-    kinds.extract(kinds.FeatureConfig(data=str(demo_root), subjects=[1, 2], layers=["features.3", "features.6"],
+    pipeline.extract(pipeline.FeatureConfig(data=str(demo_root), subjects=[1, 2], layers=["features.3", "features.6"],
                                       cache_dir=cache, **FAST))  # fmt: skip
     for subject, layer in RUNS:
-        config = kinds.EncodingConfig(data=str(demo_root), subjects=[subject], layers=[layer], cache_dir=cache, **FAST)
+        config = pipeline.EncodingConfig(data=str(demo_root), subjects=[subject], layers=[layer], cache_dir=cache, **FAST)
         run = store.create("fit", kinds.check_config("fit", config.to_dict()))
         assert workers.execute(store, run.id) == "done", store.read_log(run.id)
     return ws

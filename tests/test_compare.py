@@ -10,7 +10,7 @@ from core.algonauts2023 import compare
 
 from core.viz import surfaces
 
-from core.runs import kinds
+from core.algonauts2023 import results
 from core.algonauts2023.dataset import open_dataset
 from core.runs.store import RunStore
 
@@ -36,7 +36,7 @@ def test_tables_hold_the_runs_results(runs):
     table = compare.roi_table(runs, 1)
     assert list(table.columns) == list(compare.ROI_COLUMNS)
     for run in runs:
-        rows = kinds.load_roi_table(run)
+        rows = results.load_roi_table(run)
         part = table[table["run_id"] == run.id]
         assert len(part) == len(rows)
         assert part["median_r"].tolist() == pytest.approx([r["median_r"] for r in rows], nan_ok=True)
@@ -48,7 +48,7 @@ def test_tables_hold_the_runs_results(runs):
     summary = compare.summary_table(runs, 1)
     assert summary["run_id"].tolist() == [r.id for r in runs]
     for (_, row), run in zip(summary.iterrows(), runs):
-        m = kinds.load_metrics(run)["subj01"]
+        m = results.load_metrics(run)["subj01"]
         assert row["lh median r"] == pytest.approx(m["lh_median_r"])
         assert row["noise-normalised score (%)"] == pytest.approx(m["noise_normalized"])
         assert 0 < row["noise-normalised score (%)"] < 100
@@ -123,7 +123,7 @@ def test_run_maps_for_the_explore_page(finished_workspace, demo_root, monkeypatc
     assert [n for n in maps if n.startswith("Encoding accuracy")] == names
     m = maps[names[0]]
     assert m.kind == "symmetric" and m.unit == "r" and runs[0].id in m.description
-    assert np.array_equal(m.values, kinds.load_val_r(runs[0], "rh"))
+    assert np.array_equal(m.values, results.load_val_r(runs[0], "rh"))
 
 
 def test_accuracy_on_the_surface(runs, demo_root):
@@ -132,5 +132,5 @@ def test_accuracy_on_the_surface(runs, demo_root):
     fig = compare.accuracy_surface_figure(runs[0], subject, surfs, view="posterior")
     assert fig.layout.title.text == f"subj01: {compare.run_title(runs[0])}"
     assert fig.layout.meta["symmetric"] and fig.layout.scene2 is not None
-    r = np.concatenate([kinds.load_val_r(runs[0], h) for h in ("lh", "rh")])
+    r = np.concatenate([results.load_val_r(runs[0], h) for h in ("lh", "rh")])
     assert 0 < fig.layout.meta["vmax"] <= np.nanmax(np.abs(r)) + 1e-6  # symmetric range from the run's r

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.algonauts2023 import compare
 
-from core.runs import kinds
+from core.algonauts2023 import results
 from core.runs.store import RunStore
 from tests.conftest import ROOT
 from tests.test_page_explore import _decode
@@ -45,7 +45,7 @@ def test_bars_heat_map_surface_and_scores(runs):
     bars, config = chart(at, "compare_bars")
     traces = [t for t in bars["data"] if t["type"] == "bar"]
     assert [t["name"] for t in traces] == [compare.run_title(r) for r in runs] * 2
-    rows = [row for row in kinds.load_roi_table(runs[1]) if row["hemi"] == "rh"]
+    rows = [row for row in results.load_roi_table(runs[1]) if row["hemi"] == "rh"]
     rh_old = traces[3]
     assert rh_old["x"] == [row["roi"] for row in rows]
     assert np.allclose(_decode(rh_old["y"]), [row["median_r"] for row in rows], equal_nan=True)
@@ -62,7 +62,7 @@ def test_bars_heat_map_surface_and_scores(runs):
     summary = at.dataframe[0].value
     assert summary["run"].tolist() == [compare.run_title(r) for r in runs]
     assert summary["noise-normalised score (%)"].tolist() == pytest.approx(
-        [kinds.load_metrics(r)["subj01"]["noise_normalized"] for r in runs])
+        [results.load_metrics(r)["subj01"]["noise_normalized"] for r in runs])
     nn = at.dataframe[1].value
     assert nn.loc[("lh", "V1v")].notna().all()
     assert {b.proto.label for b in at.get("download_button")} == {

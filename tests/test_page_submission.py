@@ -14,7 +14,7 @@ from core.algonauts2023 import compare
 
 from core.algonauts2023 import submission
 
-from core.runs import kinds
+from core.algonauts2023 import results
 from core.runs.store import RunStore
 from tests.conftest import ROOT
 
@@ -62,7 +62,7 @@ def test_build_validate_and_offer(runs):
             run = best if subject == 1 else runs[2][0]
             array = np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
             assert array.dtype == np.float32
-            assert np.array_equal(array, kinds.load_test_predictions(run, hemi, subject))
+            assert np.array_equal(array, results.load_test_predictions(run, hemi, subject))
 
     # leaving a subject out: the old zip is no longer offered; a new build holds only subj01
     at.selectbox(key="submission_run_2").set_value("").run()

@@ -13,7 +13,8 @@ import pytest
 
 from core.runs import workers
 
-from core.runs import kinds as tasks
+from core.algonauts2023 import pipeline as tasks, results
+from core.runs import kinds
 from core.cli import main
 from core.algonauts2023.dataset import open_dataset
 from core.util.errors import UserError
@@ -113,15 +114,15 @@ def test_fit_run_in_worker_then_submission_from_runs(demo_root, feature_cache, t
     assert run.summary["subj01"]["lh_median_r"] > 0.1
     assert store.list(subject=1, model="mobilenet_v2", estimator="ridge")[0].id == run.id
     subj = open_dataset(demo_root).subject(1)
-    r = tasks.load_val_r(run, "rh")
+    r = results.load_val_r(run, "rh")
     assert r.shape == (subj.n_vertices["rh"],) and r.dtype == np.float32
-    rows = tasks.load_roi_table(run)
+    rows = results.load_roi_table(run)
     assert {"hemi": "lh", "roi": "all vertices"}.items() <= rows[0].items()
     assert rows[0]["median_r"] == pytest.approx(run.summary["subj01"]["lh_median_r"])
-    assert tasks.load_metrics(run)["subj01"] == run.summary["subj01"]
-    assert tasks.load_metrics(run, 1)["subject"] == "subj01"
-    assert tasks.load_test_predictions(run, "lh").shape == (subj.n_test, subj.n_vertices["lh"])
-    assert tasks.submission_path(run) is None
+    assert results.load_metrics(run)["subj01"] == run.summary["subj01"]
+    assert results.load_metrics(run, 1)["subject"] == "subj01"
+    assert results.load_test_predictions(run, "lh").shape == (subj.n_test, subj.n_vertices["lh"])
+    assert results.submission_path(run) is None
     out = build_from_runs(tmp_path / "submission.zip", [run])
     with zipfile.ZipFile(out) as zf:
         assert sorted(zf.namelist()) == ["subj01/lh_pred_test.npy", "subj01/rh_pred_test.npy"]
@@ -151,12 +152,12 @@ def test_extract_and_pipeline_kinds(demo_root, feature_cache, tmp_path):
     store = RunStore(tmp_path)
     base = dict(data=str(demo_root), subjects=[1], layers=["features.6"], resolution=64, n_components=20,
                 device="cpu", cache_dir=str(feature_cache))
-    extract = store.create("extract", tasks.check_config("extract", base))
+    extract = store.create("extract", kinds.check_config("extract", base))
     assert workers.execute(store, extract.id) == "done", store.read_log(extract.id)
     path = store.get(extract.id).summary["features"]["subj01"]["features.6"]
     assert (tmp_path / "runs" / extract.id / "features.json").is_file()
     assert Path(path).parent == feature_cache / "features"
-    pipeline = store.create("pipeline", tasks.check_config("pipeline", base))
+    pipeline = store.create("pipeline", kinds.check_config("pipeline", base))
     assert workers.execute(store, pipeline.id) == "done", store.read_log(pipeline.id)
     run = store.get(pipeline.id)
-    assert tasks.submission_path(run).is_file() and set(run.timings) >= {"extract", "encode", "submission"}
+    assert results.submission_path(run).is_file() and set(run.timings) >= {"extract", "encode", "submission"}

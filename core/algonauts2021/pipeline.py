@@ -9,21 +9,19 @@ ROI) and summarised per ROI; the full track is the whole brain. It writes::
 
     OUT/subXX/{mini_track,full_track}_val_r.npy     validation Pearson r per voxel (mini: ROIs concatenated)
     OUT/subXX/{mini_track,full_track}_pred_test.npy test predictions (test clips x voxels)
-    OUT/subXX/metrics.json                          details (core.encoding.fitting.write_results)
+    OUT/subXX/metrics.json                          details (core.runs.artifacts)
     OUT/subXX/roi_r.csv                             track, roi, n_voxels, median_r, mean_r, median_noise_normalized,
                                                     mean_nnc (the 2021 leaderboard's r / sqrt(reliability))
     OUT/mini_track.zip, OUT/full_track.zip          validated submissions (core.algonauts2021.submission)
     OUT/metrics.json                                written last (see ``summarise``)
 
-In the run store, a run of kind :data:`TASK_KIND` (``"core.algonauts2021.pipeline:run_task"``) executes
+In the run store, a run of kind :data:`TASK_KIND` (``"pipeline2021"``) executes
 :func:`run_task`; its config (:class:`Pipeline2021Config`) is checked before the run is queued.
 ``read_roi_table``, ``wb_accuracy_image`` and ``list_runs_2021`` read results back for the pages.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -38,20 +36,18 @@ from core.algonauts2021.dataset import (
     FULL_TRACK, MINI_TRACK, TRACK_ROIS, TRACKS, WB, Dataset2021, Subject2021, open_dataset2021, track_of,
 )
 from core.util.errors import UserError
-from core.encoding.fitting import ESTIMATORS, SubjectResult, _json_safe, fit_subject, write_results
+from core.encoding.fitting import ESTIMATORS, SubjectResult, fit_subject
+from core.runs import artifacts
 from core.features.extraction import ExtractionConfig, pick_device
-from core.util.fileio import write_json, write_text
 from core.encoding.metrics import ALL_VERTICES, noise_normalized_correlation, roi_summary
 from core.features.motion_energy import MotionEnergyConfig, extract_motion_energy
 from core.util.progress import Progress, report, scaled
 from core.runs.store import Run, RunStore
 from core.encoding.splits import Validation
 from core.algonauts2021.submission import build_submission2021, zip_name
-from core.runs.kinds import timed
+from core.runs.kinds import ALIASES, timed
 from core.features.clips import DEFAULT_N_FRAMES, extract_video_features
 
-METRICS = "metrics.json"
-ROI_TABLE = "roi_r.csv"
 
 
 @dataclass
@@ -197,15 +193,15 @@ def run_pipeline_2021(
             result = fit_subject(view, feature_dirs, estimator,
                                  validation=validation, backend=backend, hemis=tracks, progress=step)
         add_leaderboard_scores(result, view)
-        write_results(result, out / subj.name)
-        _write_roi_table(out / subj.name / ROI_TABLE, result)
+        artifacts.write_subject(out / subj.name, result.arrays(), result.info)
+        artifacts.write_roi_table(out / subj.name, _roi_rows(result))
         per_subject[subj.name] = summarise(result)
         for track in tracks:
             for roi, pred in view.split(track, result.hemis[track].test_pred).items():
                 predictions[track].setdefault(roi, {})[subj.number] = pred
     with timed(timings, "submission", log):
         for track in tracks:
-            build_submission2021(out / zip_name(track), track, predictions[track], dataset)
+            build_submission2021(artifacts.submission_file(out, zip_name(track)), track, predictions[track], dataset)
     metrics = {
         "dataset": {"kind": "algonauts2021", "root": str(dataset.root), "n_train": dataset.n_train,
                     "n_test": dataset.n_test, "subjects": [s.name for s in dataset]},
@@ -214,13 +210,13 @@ def run_pipeline_2021(
         "features": [str(p) for p in feature_dirs],
         "seconds": {**timings, "total": round(time.perf_counter() - start, 3)},
     }
-    write_json(out / METRICS, _json_safe(metrics))
+    artifacts.write_summary(out, metrics)
     report(progress, 1.0, "done")
     return metrics
 
 
 def run_task(ctx) -> dict:
-    """Run-store task (kind ``"core.algonauts2021.pipeline:run_task"``): ``ctx.config`` holds ``run_pipeline_2021``'s
+    """Run-store task (kind ``"pipeline2021"``): ``ctx.config`` holds ``run_pipeline_2021``'s
     keyword arguments except ``out`` and ``progress`` (``data_dir``, ``subjects``, ``model``, ...;
     ``motion_energy`` as a dict of :class:`MotionEnergyConfig` fields or ``None``)."""
     config = dict(ctx.config)
@@ -289,7 +285,7 @@ class Pipeline2021Config:
 
 
 run_task.config = Pipeline2021Config  # core.runs.kinds checks configs of this kind before queueing
-TASK_KIND = "core.algonauts2021.pipeline:run_task"
+TASK_KIND = "pipeline2021"  # core.runs.kinds.KINDS
 
 
 def summary_lines(metrics: dict) -> list[str]:
@@ -347,7 +343,7 @@ def summarise(result: SubjectResult) -> dict:
     return out
 
 
-def _write_roi_table(path: Path, result: SubjectResult) -> None:
+def _roi_rows(result: SubjectResult) -> list[dict]:
     rows = []
     for track, h in result.hemis.items():
         nn = (h.metrics["noise_normalized"] or {}).get("roi", {})
@@ -359,12 +355,7 @@ def _write_roi_table(path: Path, result: SubjectResult) -> None:
             rows.append({"track": track, "roi": name, "n_voxels": s["n_vertices"], "median_r": s["median"],
                          "mean_r": s["mean"], "median_noise_normalized": nn.get(roi, {}).get("median"),
                          "mean_nnc": nnc.get(roi, {}).get("mean")})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows([{k: ("" if v is None or (isinstance(v, float) and not np.isfinite(v)) else v)
-                       for k, v in row.items()} for row in rows])
-    write_text(path, buf.getvalue())
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,25 +366,14 @@ def read_roi_table(out: str | os.PathLike, subject: int | str) -> list[dict]:
     undefined, or for ``mean_nnc`` in a run written before it existed)."""
     from core.algonauts2021.dataset import parse_subject2021, subject_name
 
-    path = Path(out) / subject_name(parse_subject2021(subject)) / ROI_TABLE
-    if not path.is_file():
-        raise UserError(f"{path}: no results for this subject")
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    for row in rows:
-        row["n_voxels"] = int(row["n_voxels"])
-        for key in ("median_r", "mean_r", "median_noise_normalized", "mean_nnc"):
-            row[key] = float(row[key]) if row.get(key) else None
-    return rows
+    rows = artifacts.read_roi_table(Path(out) / subject_name(parse_subject2021(subject)))
+    return artifacts.with_columns(rows, ("median_r", "mean_r", "median_noise_normalized", "mean_nnc"))
 
 
 def roi_val_r(out: str | os.PathLike, subject: Subject2021, roi: str) -> np.ndarray:
     """Validation r per voxel of one ROI (or ``"WB"``) of a finished run."""
     track = track_of(roi)
-    path = Path(out) / subject.name / f"{track}_val_r.npy"
-    if not path.is_file():
-        raise UserError(f"{path}: no {track} results for {subject.name}")
-    r = np.load(path, allow_pickle=False)
+    r = artifacts.read_part(Path(out) / subject.name, track, "val_r")
     return r if track == FULL_TRACK else TrackView(subject).split(track, r)[roi]
 
 
@@ -402,8 +382,9 @@ def list_runs_2021(store: RunStore, data_root: str | os.PathLike, *, status: str
     """Runs of :data:`TASK_KIND` in ``store`` on the data directory
     ``data_root`` (optionally with ``status``, and holding ``subject``), newest first."""
     root = str(Path(data_root).expanduser().resolve())
-    return [r for r in workers.list_runs(store, kind=TASK_KIND, status=status)
-            if r.config.get("data_dir") == root and (subject is None or subject in (r.config.get("subjects") or []))]
+    kinds = {TASK_KIND, *(old for old, new in ALIASES.items() if new == TASK_KIND)}
+    return [r for r in workers.list_runs(store, status=status)
+            if r.kind in kinds and r.config.get("data_dir") == root and (subject is None or subject in (r.config.get("subjects") or []))]
 
 
 def wb_accuracy_image(out: str | os.PathLike, subject: Subject2021):

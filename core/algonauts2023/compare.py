@@ -34,7 +34,7 @@ from core.viz import plotting
 
 from core.viz import surfaces
 
-from core.runs import kinds
+from core.algonauts2023 import results
 from core.algonauts2023.dataset import HEMIS, ROI_CLASSES
 from core.algonauts2021.dataset import TRACKS as TRACKS_2021
 from core.runs.store import DB_NAME, Run, RunStore, default_workspace
@@ -78,7 +78,7 @@ def _describe(run: Run) -> dict[str, Any]:
 
 def run_scores(run: Run, subject: int) -> dict[str, float | None]:
     """``{lh_median_r, rh_median_r, noise_normalized}`` of one subject of a done run."""
-    m = kinds.load_metrics(run)[f"subj{subject:02d}"]
+    m = results.load_metrics(run)[f"subj{subject:02d}"]
     return {k: m.get(k) for k in ("lh_median_r", "rh_median_r", "noise_normalized")}
 
 
@@ -107,7 +107,7 @@ def roi_table(runs: Sequence[Run], subject: int) -> pd.DataFrame:
     """Every run's per-ROI table stacked: run, config, hemi, roi, roi_class, n_vertices, median_r, mean_r,
     median_noise_normalized (NaN where undefined). ``roi_class`` is empty for ``all vertices``."""
     rows = [{**_describe(run), **row, "roi_class": _ROI_CLASS.get(row["roi"], "")}
-            for run in runs for row in kinds.load_roi_table(run, subject)]  # fmt: skip
+            for run in runs for row in results.load_roi_table(run, subject)]  # fmt: skip
     return pd.DataFrame(rows, columns=list(ROI_COLUMNS))
 
 
@@ -125,7 +125,7 @@ def summary_table_2021(runs: Sequence[Run], subject: int) -> pd.DataFrame:
     the run did not fit)."""
     rows = []
     for run in runs:
-        m = kinds.load_metrics(run)[f"sub{subject:02d}"]
+        m = results.load_metrics(run)[f"sub{subject:02d}"]
         nn, nnc = m.get("noise_normalized") or {}, m.get("nnc_2021") or {}
         rows.append({**_describe(run), "WB median r": m.get("wb_median_r"),
                      **{f"{t} 2021 score": nnc.get(t) for t in TRACKS_2021},
@@ -261,7 +261,7 @@ def layer_heatmap(matrix: pd.DataFrame, title: str | None = None, colorbar_title
 
 def accuracy_surface_figure(run: Run, subject: Any, surfs: Mapping[str, surfaces.Surface], **kwargs) -> go.Figure:
     """A run's validation r of ``subject`` on the given surfaces (``{hemi: Surface}``), symmetric cold-hot."""
-    values = {h: surfaces.to_surface(kinds.load_val_r(run, h, subject.number), subject.fsaverage_mask(h),
+    values = {h: surfaces.to_surface(results.load_val_r(run, h, subject.number), subject.fsaverage_mask(h),
                                      s.n_vertices) for h, s in surfs.items()}  # fmt: skip
     kwargs = {"cmap": "cold_hot", "symmetric": True, "colorbar_title": "validation r",
               "title": f"{subject.name}: {run_title(run)}", **kwargs}  # fmt: skip
@@ -277,7 +277,7 @@ def run_accuracy_maps(subject: Any, hemi: str) -> dict[str, surfaces.VertexMap]:
     for run in finished_runs(RunStore(), subject.root, subject.number)[:MAX_MAPS]:
         name = f"Encoding accuracy: {run_title(run)}"
         out[name] = surfaces.VertexMap(
-            name, np.asarray(kinds.load_val_r(run, hemi, subject.number), dtype=np.float32), unit="r",
+            name, np.asarray(results.load_val_r(run, hemi, subject.number), dtype=np.float32), unit="r",
             kind="symmetric", description=f"Validation Pearson r per vertex of run {run.id} ({run.kind}, "
             f"{run.config.get('model')} {layers_label(run)}, {run.config.get('estimator')}).",
         )  # fmt: skip

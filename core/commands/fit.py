@@ -4,7 +4,7 @@
         --estimator ridge|ols|banded [--val-fraction 0.1 | --folds K] [--seed 0] --out OUT_DIR
 
 Prints per-hemisphere median r, per-ROI median r and the noise-normalised score; writes
-per-vertex r, test predictions and metrics.json into OUT_DIR (see ``core.encoding.fitting``).
+per-vertex r, test predictions and metrics.json into OUT_DIR (see ``core.runs.artifacts``).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def _fmt(x) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from core.algonauts2023.dataset import open_dataset
-    from core.encoding.fitting import fit_subject, write_results
+    from core.encoding.fitting import fit_subject
+    from core.runs import artifacts
     from core.encoding.splits import Validation
 
     if args.folds is not None:
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    out = write_results(result, args.out)
+    out = artifacts.write_subject(args.out, result.arrays(), result.info)
     info = result.info
     v = info["validation"]
     split = (f"held-out {v['n_val']} of {v['n_train']} images" if v["kind"] == "holdout"

@@ -88,7 +88,8 @@ def _progress(args: argparse.Namespace):
 
 
 def _run_2023(args: argparse.Namespace) -> int:
-    from core.runs.kinds import METRICS, SUBMISSION, EncodingConfig, encode
+    from core.algonauts2023.pipeline import EncodingConfig, encode
+    from core.runs.artifacts import METRICS, SUBMISSION
 
     cfg = EncodingConfig(
         data=str(args.data), subjects=list(args.subjects), model=args.model, weights=args.weights,
@@ -108,7 +109,8 @@ def _run_2023(args: argparse.Namespace) -> int:
 
 def _run_2021(args: argparse.Namespace) -> int:
     from core.features.motion_energy import MotionEnergyConfig
-    from core.algonauts2021.pipeline import METRICS, run_pipeline_2021, summary_lines
+    from core.algonauts2021.pipeline import run_pipeline_2021, summary_lines
+    from core.runs.artifacts import METRICS
 
     def produce(work: Path):
         metrics = run_pipeline_2021(

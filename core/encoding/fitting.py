@@ -4,13 +4,7 @@
 store's tasks call. Per hemisphere it validates (a seeded held-out split, or K folds over the
 training images), refits on all training images, predicts the test images, and summarises
 accuracy (median r, per-ROI median/mean r, noise-normalised score when a noise ceiling is
-shipped). ``write_results(result, out_dir)`` writes everything atomically::
-
-    OUT/{lh,rh}_val_r.npy        float32 (n_vertices,)        validation Pearson r per vertex
-    OUT/{lh,rh}_pred_test.npy    float32 (n_test, n_vertices)  test predictions (submission layout)
-    OUT/{lh,rh}_alphas.npy       float32 (n_vertices,)        chosen alpha (ridge, banded)
-    OUT/{lh,rh}_band_weights.npy float32 (n_bands, n_vertices) chosen band weights (banded)
-    OUT/metrics.json             written last: config, validation split, summaries, timings
+shipped). ``core.runs.artifacts.write_subject`` writes a result to disk.
 
 Feature input contract (written by the extraction engine): a feature entry is a directory with
 ``train.npy`` (n_train, d) float32, ``test.npy`` (n_test, d) float32 and ``meta.json``.
@@ -34,7 +28,6 @@ from core import __version__
 from core.encoding.backends import resolve_backend_name
 from core.encoding.estimators import DEFAULT_ALPHAS, OLS, BandedRidgeCV, RidgeCV
 from core.util.errors import UserError
-from core.util.fileio import save_npy, write_json
 from core.encoding.metrics import hemisphere_metrics
 from core.util.progress import Progress, report, scaled
 from core.encoding.splits import Validation
@@ -172,7 +165,12 @@ class HemisphereResult:
 class SubjectResult:
     subject: str
     hemis: dict[str, HemisphereResult]
-    info: dict  # everything metrics.json holds
+    info: dict  # everything the subject's metrics.json holds
+
+    def arrays(self) -> dict[str, dict[str, np.ndarray | None]]:
+        """Per part, the arrays a result folder keeps (``core.runs.artifacts.write_subject``)."""
+        return {part: {"val_r": r.val_r, "pred_test": r.test_pred, "alphas": r.alphas, "band_weights": r.band_weights}
+                for part, r in self.hemis.items()}
 
 
 def fit_hemisphere(estimator, X: Any, X_test: Any, Y: np.ndarray, validation: Validation,
@@ -271,35 +269,3 @@ def fit_subject(subject, features: Sequence[str | os.PathLike], estimator: str =
 def _alpha_summary(alphas: np.ndarray) -> dict:
     values, counts = np.unique(alphas, return_counts=True)
     return {"median": float(np.median(alphas)), "counts": {f"{v:g}": int(c) for v, c in zip(values, counts)}}
-
-
-# ---------------------------------------------------------------------------------------------
-# results on disk
-# ---------------------------------------------------------------------------------------------
-def write_results(result: SubjectResult, out_dir: str | os.PathLike) -> Path:
-    """Write arrays, then ``metrics.json`` (last: its presence marks a complete result)."""
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for hemi, r in result.hemis.items():
-        files.append(save_npy(out / f"{hemi}_val_r.npy", r.val_r.astype(np.float32)).name)
-        files.append(save_npy(out / f"{hemi}_pred_test.npy", r.test_pred.astype(np.float32)).name)
-        if r.alphas is not None:
-            files.append(save_npy(out / f"{hemi}_alphas.npy", np.asarray(r.alphas, np.float32)).name)
-        if r.band_weights is not None:
-            files.append(save_npy(out / f"{hemi}_band_weights.npy", np.asarray(r.band_weights, np.float32)).name)
-    write_json(out / "metrics.json", _json_safe({**result.info, "files": files}))
-    return out
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN / inf -> None so that metrics.json is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

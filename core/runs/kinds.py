@@ -1,53 +1,33 @@
-"""What a run does, by kind, and the artifacts it leaves in its run directory.
+"""Run kinds, by name: what a run of each kind executes (``core.runs`` imports no challenge).
 
 A task is ``fn(ctx: TaskContext) -> dict | None``: it reads ``ctx.config``, reports through
-``ctx.progress``, writes every artifact atomically into ``ctx.dir`` and returns a small summary
-(stored in the index). The worker marks the run done only after the task has returned.
-``kind`` is a registered name (``extract``, ``fit``, ``pipeline``) or ``"package.module:function"``
-(whose configs are checked before queueing when the function has a ``config`` attribute: a class
-with ``from_dict(config).checked().to_dict()``, as ``FeatureConfig``).
-
-A fit or pipeline run directory mirrors the submission layout::
-
-    RUN/subjXX/{lh,rh}_val_r.npy      validation Pearson r per vertex      (core.encoding.fitting.write_results)
-    RUN/subjXX/{lh,rh}_pred_test.npy  test predictions, refit on all training images
-    RUN/subjXX/metrics.json           details: config, split, per-ROI r, alphas, timings
-    RUN/subjXX/roi_r.csv              per-ROI table (hemi, roi, n_vertices, median_r, mean_r, ...)
-    RUN/submission.zip                pipeline runs: the validated Algonauts 2023 submission
-    RUN/metrics.json                  written last: the summary ``python -m core pipeline`` writes
+``ctx.progress``, writes its artifacts (``core.runs.artifacts``) into ``ctx.dir`` and returns a
+small summary (stored in the index). The worker marks the run done only after the task has returned.
+``kind`` is a name in :data:`KINDS` or ``"package.module:function"``. When the function has a
+``config`` attribute (a class with ``from_dict(config).checked().to_dict()``), configs are checked
+before a run is queued.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import functools
 import importlib
-import io
-import json
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Self, Sequence
+from typing import Callable, Iterator
 
-import numpy as np
-
-from core.features.backbones import check_layers, resolve_weights
-from core.algonauts2023.dataset import HEMIS, Subject, open_dataset, parse_subject
-from core.util.errors import UserError
-from core.encoding.fitting import ESTIMATORS, SubjectResult, fit_subject, write_results
-from core.features.extraction import ExtractionConfig, FeatureEntry, extract_features, pick_device
-from core.util.fileio import write_json, write_text
-from core.encoding.metrics import ALL_VERTICES, noise_normalized_score
-from core.util.progress import Progress, report, scaled
 from core.runs.store import Run, RunStore
-from core.encoding.splits import Validation
-from core.algonauts2023.submission import build_submission, entry_name
+from core.util.errors import UserError
+from core.util.progress import Progress
 
-METRICS = "metrics.json"
-ROI_TABLE = "roi_r.csv"
-SUBMISSION = "submission.zip"
-FEATURES = "features.json"
+KINDS: dict[str, str] = {
+    "extract": "core.algonauts2023.pipeline:extract_task",
+    "fit": "core.algonauts2023.pipeline:fit_task",
+    "pipeline": "core.algonauts2023.pipeline:pipeline_task",
+    "pipeline2021": "core.algonauts2021.pipeline:run_task",
+}
+ALIASES = {"core.pipeline2021:run_task": "pipeline2021"}  # kinds stored by earlier versions
 
 
 @dataclass
@@ -87,294 +67,30 @@ def timed(timings: dict[str, float], step: str, log: Callable[[str], None] | Non
             log(f"{step}: {seconds:.1f} s")
 
 
-# -- configs ------------------------------------------------------------------------------------
-@dataclass
-class FeatureConfig:
-    """An extraction run: one backbone's layers for the images of one or more subjects."""
 
-    data: str
-    subjects: list[int]
-    model: str = "mobilenet_v2"
-    weights: str | None = None  # None: the model's default (the offline bundle for mobilenet_v2)
-    layers: list[str] = field(default_factory=list)
-    device: str | None = None  # None: cuda when available
-    resolution: int = 224
-    reduction: str = "pca"
-    n_components: int = 100
-    seed: int = 0
-    cache_dir: str | None = None  # feature cache root (default: the product's cache)
-
-    @classmethod
-    def from_dict(cls, config: dict) -> Self:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise UserError(f"unknown {cls.__name__} setting '{unknown[0]}' (known: {', '.join(sorted(names))})")
-        missing = [f.name for f in fields(cls) if f.name in ("data", "subjects") and f.name not in config]
-        if missing:
-            raise UserError(f"{cls.__name__}: '{missing[0]}' is required")
-        return cls(**config)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def extraction(self) -> ExtractionConfig:
-        return ExtractionConfig(model=self.model, weights=self.weights, layers=list(self.layers),
-                                resolution=self.resolution, reduction=self.reduction,
-                                n_components=self.n_components, seed=self.seed)
-
-    def checked(self) -> Self:
-        """This config with every setting validated and normalised; ``UserError`` on the first problem."""
-        if not self.subjects:
-            raise UserError("no subjects chosen")
-        if self.device not in (None, "cpu", "cuda"):
-            raise UserError(f"unknown device '{self.device}' (use cpu or cuda)")
-        ds = open_dataset(self.data, self.subjects)
-        extraction = self.extraction().validated()
-        info = resolve_weights(extraction.model, extraction.weights)
-        check_layers(extraction.model, extraction.layers, info)
-        if self.device == "cuda":
-            pick_device("cuda")
-        if extraction.reduction == "pca":
-            n_train = min(ds.subject(s).n_train for s in self.subjects)
-            if self.n_components > n_train - 1:
-                raise UserError(f"{self.n_components} PCA components asked for, but a subject has only {n_train} "
-                                "training images (choose fewer components)")
-        return replace(self, data=str(ds.root.resolve()), subjects=[parse_subject(s) for s in self.subjects],
-                       model=extraction.model, weights=info.spec, layers=extraction.layers,
-                       resolution=extraction.resolution)
+Task = Callable[[TaskContext], "dict | None"]
 
 
-@dataclass
-class EncodingConfig(FeatureConfig):
-    """A fit or pipeline run: features, then an encoding model per subject and hemisphere."""
-
-    estimator: str = "ridge"
-    val_fraction: float = 0.1
-
-    def checked(self) -> Self:
-        if self.estimator not in ESTIMATORS:
-            raise UserError(f"unknown estimator '{self.estimator}' (use one of: {', '.join(ESTIMATORS)})")
-        if self.estimator == "banded" and len(self.layers) < 2:
-            raise UserError("the banded estimator needs at least two layers (one band each)")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise UserError(f"the validation fraction must be between 0 and 1, got {self.val_fraction}")
-        return super().checked()
-
-    @property
-    def backend(self) -> str:
-        return {None: "auto", "cpu": "numpy", "cuda": "torch_cuda"}[self.device]
+def _target(kind: str) -> Task:
+    target = KINDS.get(ALIASES.get(kind, kind), kind)
+    if ":" not in target:
+        raise UserError(f"unknown run kind '{kind}' (known: {', '.join(KINDS)}, or module:function)")
+    module, _, name = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"unknown run kind '{kind}' ({exc})") from None
+    if not callable(fn):
+        raise UserError(f"run kind '{kind}': {target} is not callable")
+    return fn
 
 
-def grid_configs(base: EncodingConfig, subjects: Sequence[int], models: Sequence[tuple[str, str | None, Sequence[str]]],
-                 estimators: Sequence[str]) -> list[dict]:
-    """One fit config per subject x (model, weights, layer) x estimator.
-
-    ``models`` holds ``(model, weights, layers)``. The banded estimator takes all the layers of a
-    model at once (one band each) instead of one layer at a time.
-    """
-    out = []
-    for s in subjects:
-        for model, weights, layers in models:
-            for est in estimators:
-                per_cell = [list(layers)] if est == "banded" else [[layer] for layer in layers]
-                out += [replace(base, subjects=[s], model=model, weights=weights, layers=cell, estimator=est).to_dict()
-                        for cell in per_cell]
-    return out
-
-
-# -- what runs do -------------------------------------------------------------------------------
-def _subject_summary(result: SubjectResult, subject: Subject) -> dict:
-    """The per-subject entry of ``metrics.json``: median r per hemisphere and ROI, challenge score."""
-    out: dict = {}
-    for hemi in HEMIS:
-        out[f"{hemi}_median_r"] = _number(result.hemis[hemi].metrics["median_r"])
-    out["roi_median_r"] = {
-        hemi: {roi: _number(s["median"]) for roi, s in result.hemis[hemi].metrics["roi_r"].items()
-               if roi != ALL_VERTICES and s["n_vertices"]}
-        for hemi in HEMIS
-    }
-    ceilings = [subject.noise_ceiling(h) for h in HEMIS]
-    out["noise_normalized"] = None if any(c is None for c in ceilings) else _number(noise_normalized_score(
-        np.concatenate([result.hemis[h].val_r for h in HEMIS]), np.concatenate(ceilings)))
-    return out
-
-
-def _number(x: float) -> float | None:
-    return float(x) if x is not None and np.isfinite(x) else None
-
-
-def _roi_rows(result: SubjectResult) -> list[dict]:
-    rows = []
-    for hemi in HEMIS:
-        m = result.hemis[hemi].metrics
-        nn = (m["noise_normalized"] or {}).get("roi", {})
-        for roi, s in m["roi_r"].items():
-            rows.append({"hemi": hemi, "roi": roi, "n_vertices": s["n_vertices"], "median_r": _number(s["median"]),
-                         "mean_r": _number(s["mean"]), "median_noise_normalized": _number(nn.get(roi, {}).get("median"))})
-    return rows
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
-def _extract_subject(cfg: FeatureConfig, subj: Subject, progress: Progress | None,
-                     log: Callable[[str], None] | None, timings: dict[str, float]) -> dict[str, FeatureEntry]:
-    with timed(timings, "extract", log):
-        return extract_features(subj.train_images, subj.test_images, cfg.extraction(), cache_dir=cfg.cache_dir,
-                                device=cfg.device, progress=progress)
-
-
-def extract(cfg: FeatureConfig, *, progress: Progress | None = None, log: Callable[[str], None] | None = None,
-            timings: dict[str, float] | None = None) -> dict[str, dict[str, FeatureEntry]]:
-    """Feature entries (cached) per subject name and layer."""
-    timings = {} if timings is None else timings
-    ds = open_dataset(cfg.data, cfg.subjects)
-    n = len(cfg.subjects)
-    return {ds.subject(s).name: _extract_subject(cfg, ds.subject(s), scaled(progress, i / n, (i + 1) / n), log, timings)
-            for i, s in enumerate(cfg.subjects)}
-
-
-def encode(cfg: EncodingConfig, out: Path, *, submission: bool, progress: Progress | None = None,
-           log: Callable[[str], None] | None = None, timings: dict[str, float] | None = None) -> dict:
-    """Extract, fit with validation and refit every subject; write results (and the submission) to ``out``.
-
-    Writes ``out/subjXX/`` (per-vertex validation r, test predictions, per-ROI table ``roi_r.csv``,
-    detailed ``metrics.json``), then ``out/submission.zip`` if asked, then ``out/metrics.json``
-    (``{"subjXX": {lh_median_r, rh_median_r, roi_median_r, noise_normalized}, "seconds": {...}}``).
-    """
-    timings = {} if timings is None else timings
-    start = time.perf_counter()
-    ds = open_dataset(cfg.data, cfg.subjects)
-    validation = Validation("holdout", val_fraction=cfg.val_fraction, seed=cfg.seed)
-    metrics: dict = {}
-    n = len(cfg.subjects)
-    for i, s in enumerate(cfg.subjects):
-        subj = ds.subject(s)
-        step = scaled(progress, i / n, (i + 1) / n)
-        entries = _extract_subject(cfg, subj, scaled(step, 0.0, 0.6), log, timings)
-        with timed(timings, "encode", log):
-            result = fit_subject(subj, [entries[layer].path for layer in cfg.layers], cfg.estimator,
-                                 validation=validation, backend=cfg.backend, progress=scaled(step, 0.6, 1.0))
-        write_results(result, out / subj.name)
-        _write_csv(out / subj.name / ROI_TABLE, _roi_rows(result))
-        metrics[subj.name] = _subject_summary(result, subj)
-        if log is not None:
-            log(f"{subj.name}: median r lh {metrics[subj.name]['lh_median_r']}, rh {metrics[subj.name]['rh_median_r']}")
-    if submission:
-        with timed(timings, "submission", log):
-            predictions = {s: {h: np.load(out / entry_name(s, h), mmap_mode="r") for h in HEMIS} for s in cfg.subjects}
-            build_submission(out / SUBMISSION, predictions, ds)
-    metrics["seconds"] = {**timings, "total": round(time.perf_counter() - start, 3)}
-    write_json(out / METRICS, metrics)
-    report(progress, 1.0, "done")
-    return metrics
-
-
-def _extract_task(ctx: TaskContext) -> dict:
-    cfg = FeatureConfig.from_dict(ctx.config)
-    entries = extract(cfg, progress=ctx.progress, log=ctx.log, timings=ctx.timings)
-    listing = {name: {layer: str(e.path) for layer, e in layers.items()} for name, layers in entries.items()}
-    write_json(ctx.dir / FEATURES, listing)
-    return {"features": listing}
-
-
-def _encode_task(ctx: TaskContext, *, submission: bool) -> dict:
-    return encode(EncodingConfig.from_dict(ctx.config), ctx.dir, submission=submission, progress=ctx.progress,
-                  log=ctx.log, timings=ctx.timings)
-
-
-@dataclass(frozen=True)
-class TaskKind:
-    run: Callable[[TaskContext], "dict | None"]
-    config: type[FeatureConfig] | None = None  # validates configs before a run is queued
-
-
-TASKS: dict[str, TaskKind] = {
-    "extract": TaskKind(_extract_task, FeatureConfig),
-    "fit": TaskKind(functools.partial(_encode_task, submission=False), EncodingConfig),
-    "pipeline": TaskKind(functools.partial(_encode_task, submission=True), EncodingConfig),
-}
-
-
-def _kind(kind: str) -> TaskKind:
-    if kind in TASKS:
-        return TASKS[kind]
-    if ":" in kind:
-        module, _, name = kind.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as exc:
-            raise UserError(f"unknown run kind '{kind}' ({exc})") from None
-        if callable(fn):
-            return TaskKind(fn, getattr(fn, "config", None))
-    raise UserError(f"unknown run kind '{kind}' (known: {', '.join(TASKS)}, or module:function)")
-
-
-def resolve_task(kind: str) -> Callable[[TaskContext], "dict | None"]:
-    """The function that executes runs of ``kind`` (a registered name, or ``module:function``)."""
-    return _kind(kind).run
+def resolve_task(kind: str) -> Task:
+    """The function that executes runs of ``kind`` (a name in :data:`KINDS`, or ``module:function``)."""
+    return _target(kind)
 
 
 def check_config(kind: str, config: dict) -> dict:
     """``config`` validated and normalised for ``kind`` (``UserError`` naming what is wrong)."""
-    cls = _kind(kind).config
+    cls = getattr(_target(kind), "config", None)
     return config if cls is None else cls.from_dict(config).checked().to_dict()
-
-
-# -- reading results ----------------------------------------------------------------------------
-def _finished(run: Run) -> Run:
-    if run.status != "done":
-        raise UserError(f"run {run.id} is {run.status}: it has no results to show")
-    return run
-
-
-def subject_dir(run: Run, subject: int | str | None = None) -> Path:
-    """The results folder of one subject of a done fit or pipeline run (default: its only subject)."""
-    subjects = _finished(run).config.get("subjects") or []
-    if subject is None:
-        if len(subjects) != 1:
-            raise UserError(f"run {run.id} has {len(subjects)} subjects: say which one")
-        subject = subjects[0]
-    number = parse_subject(subject)
-    if number not in subjects:
-        raise UserError(f"run {run.id} has no results for subj{number:02d}")
-    return run.dir / f"subj{number:02d}"
-
-
-def load_val_r(run: Run, hemi: str, subject: int | str | None = None) -> np.ndarray:
-    """Validation Pearson r per vertex (float32, challenge vertex order)."""
-    return np.load(subject_dir(run, subject) / f"{hemi}_val_r.npy", allow_pickle=False)
-
-
-def load_test_predictions(run: Run, hemi: str, subject: int | str | None = None) -> np.ndarray:
-    """Test predictions (float32, test images x vertices), memory-mapped."""
-    return np.load(subject_dir(run, subject) / f"{hemi}_pred_test.npy", mmap_mode="r", allow_pickle=False)
-
-
-def load_roi_table(run: Run, subject: int | str | None = None) -> list[dict]:
-    """Rows ``{hemi, roi, n_vertices, median_r, mean_r, median_noise_normalized}`` (None where undefined)."""
-    with open(subject_dir(run, subject) / ROI_TABLE, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    for row in rows:
-        row["n_vertices"] = int(row["n_vertices"])
-        for key in ("median_r", "mean_r", "median_noise_normalized"):
-            row[key] = float(row[key]) if row[key] else None
-    return rows
-
-
-def load_metrics(run: Run, subject: int | str | None = None) -> dict:
-    """The run's ``metrics.json`` (all subjects), or one subject's detailed one."""
-    path = (subject_dir(run, subject) if subject is not None else _finished(run).dir) / METRICS
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def submission_path(run: Run) -> Path | None:
-    """The validated submission zip of a done pipeline run (None for other runs)."""
-    path = _finished(run).dir / SUBMISSION
-    return path if path.is_file() else None
