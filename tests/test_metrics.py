@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from core.encoding.metrics import (
-    ALL_VERTICES, hemisphere_metrics, noise_normalized_accuracy, noise_normalized_correlation, noise_normalized_score,
+    ALL_VERTICES, part_metrics, noise_normalized_accuracy, noise_normalized_correlation, noise_normalized_score,
     pearson_r, roi_summary,
 )
 from tests.conftest import REALDATA
@@ -101,11 +101,11 @@ def test_roi_summary():
 def test_hemisphere_metrics_shapes():
     r = np.linspace(-0.2, 0.8, 11)
     nc = np.full(11, 50.0)
-    m = hemisphere_metrics(r, {"X": r > 0.5}, nc)
+    m = part_metrics(r, {"X": r > 0.5}, nc)
     assert m["median_r"] == pytest.approx(0.3)
     assert m["roi_r"]["X"]["n_vertices"] == 3
     assert m["noise_normalized"]["score"] == pytest.approx(noise_normalized_score(r, nc))
-    assert hemisphere_metrics(r)["noise_normalized"] is None
+    assert part_metrics(r)["noise_normalized"] is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -301,6 +301,68 @@ class Subject2021:
         }
 
 
+@dataclass(frozen=True)
+class TrackSubject:
+    """A 2021 subject as fitting sees it (``core.encoding.subjects.FitSubject``): one part per track.
+
+    The mini track's ROIs are concatenated into one part (every voxel has its own model, so this
+    equals one fit per ROI; ``bounds`` / ``split`` give each ROI's columns back); the full track
+    is the whole brain. ``parts``: the tracks fitted, in :data:`TRACKS` order.
+    """
+
+    subject: Subject2021
+    parts: tuple[str, ...] = TRACKS
+
+    @property
+    def name(self) -> str:
+        return self.subject.name
+
+    @property
+    def root(self) -> Path:
+        return self.subject.dataset.root
+
+    @property
+    def n_train(self) -> int:
+        return self.subject.n_train
+
+    @property
+    def n_test(self) -> int:
+        return self.subject.n_test
+
+    def rois(self, track: str) -> list[str]:
+        return [r for r in TRACK_ROIS[track] if r in self.subject.files]
+
+    def bounds(self, track: str) -> dict[str, slice]:
+        """Each ROI's columns in the track's concatenated voxels."""
+        sizes = [self.subject.n_voxels(r) for r in self.rois(track)]
+        ends = np.cumsum(sizes)
+        return {r: slice(int(e - s), int(e)) for r, s, e in zip(self.rois(track), sizes, ends)}
+
+    def responses(self, track: str) -> np.ndarray:
+        if track == FULL_TRACK:
+            return self.subject.fmri(WB)
+        return np.concatenate([self.subject.fmri(r) for r in self.rois(track)], axis=1)
+
+    def roi_masks(self, track: str) -> dict[str, np.ndarray]:
+        if track == FULL_TRACK:
+            return {}
+        bounds = self.bounds(track)
+        n = max(b.stop for b in bounds.values())
+        masks = {}
+        for roi, b in bounds.items():
+            masks[roi] = np.zeros(n, dtype=bool)
+            masks[roi][b] = True
+        return masks
+
+    def noise_ceiling(self, track: str) -> Optional[np.ndarray]:
+        ceilings = [self.subject.noise_ceiling(r) for r in self.rois(track)]
+        return None if any(c is None for c in ceilings) else np.concatenate(ceilings)
+
+    def split(self, track: str, array: np.ndarray) -> dict[str, np.ndarray]:
+        """Columns of a track-wide array per ROI."""
+        return {roi: array[..., b] for roi, b in self.bounds(track).items()}
+
+
 def track_of(roi: str) -> str:
     """``"WB"`` -> ``"full_track"``; any other ROI -> ``"mini_track"``."""
     return FULL_TRACK if roi == WB else MINI_TRACK

@@ -3,8 +3,8 @@
 ``run_pipeline_2021(data_dir, subjects, model, weights, layers, out, ...)`` extracts the clips'
 features once (shared by all subjects, :mod:`core.features.clips`), then for every subject fits,
 validates (seeded held-out clips) and refits the encoding model of each track with
-:func:`core.encoding.fitting.fit_subject`, a track standing where a hemisphere stands in 2023: the mini
-track's ROIs are fitted together (every voxel has its own model, so this equals one fit per
+:func:`core.encoding.fitting.fit_subject`, each track one part of a
+:class:`core.algonauts2021.dataset.TrackSubject` (as each hemisphere is in 2023): the mini track's ROIs are fitted together (every voxel has its own model, so this equals one fit per
 ROI) and summarised per ROI; the full track is the whole brain. It writes::
 
     OUT/subXX/{mini_track,full_track}_val_r.npy     validation Pearson r per voxel (mini: ROIs concatenated)
@@ -33,7 +33,8 @@ import numpy as np
 from core.runs import workers
 from core.features.backbones import check_layers, resolve_weights
 from core.algonauts2021.dataset import (
-    FULL_TRACK, MINI_TRACK, TRACK_ROIS, TRACKS, WB, Dataset2021, Subject2021, open_dataset2021, track_of,
+    FULL_TRACK, MINI_TRACK, TRACK_ROIS, TRACKS, WB, Dataset2021, Subject2021, TrackSubject, open_dataset2021,
+    track_of,
 )
 from core.util.errors import UserError
 from core.encoding.fitting import ESTIMATORS, SubjectResult, fit_subject
@@ -48,62 +49,6 @@ from core.algonauts2021.submission import build_submission2021, zip_name
 from core.runs.kinds import ALIASES, timed
 from core.features.clips import DEFAULT_N_FRAMES, extract_video_features
 
-
-
-@dataclass
-class TrackView:
-    """A 2021 subject through ``core.encoding.fitting``'s per-hemisphere interface: one "hemisphere" per track."""
-
-    subject: Subject2021
-
-    @property
-    def name(self) -> str:
-        return self.subject.name
-
-    @property
-    def root(self) -> Path:
-        return self.subject.dataset.root
-
-    @property
-    def n_train(self) -> int:
-        return self.subject.n_train
-
-    @property
-    def n_test(self) -> int:
-        return self.subject.n_test
-
-    def rois(self, track: str) -> list[str]:
-        return [r for r in TRACK_ROIS[track] if r in self.subject.files]
-
-    def bounds(self, track: str) -> dict[str, slice]:
-        """Each ROI's columns in the track's concatenated voxels."""
-        sizes = [self.subject.n_voxels(r) for r in self.rois(track)]
-        ends = np.cumsum(sizes)
-        return {r: slice(int(e - s), int(e)) for r, s, e in zip(self.rois(track), sizes, ends)}
-
-    def fmri(self, track: str) -> np.ndarray:
-        if track == FULL_TRACK:
-            return self.subject.fmri(WB)
-        return np.concatenate([self.subject.fmri(r) for r in self.rois(track)], axis=1)
-
-    def roi_masks(self, track: str) -> dict[str, np.ndarray]:
-        if track == FULL_TRACK:
-            return {}
-        bounds = self.bounds(track)
-        n = max(b.stop for b in bounds.values())
-        masks = {}
-        for roi, b in bounds.items():
-            masks[roi] = np.zeros(n, dtype=bool)
-            masks[roi][b] = True
-        return masks
-
-    def noise_ceiling(self, track: str) -> Optional[np.ndarray]:
-        ceilings = [self.subject.noise_ceiling(r) for r in self.rois(track)]
-        return None if any(c is None for c in ceilings) else np.concatenate(ceilings)
-
-    def split(self, track: str, array: np.ndarray) -> dict[str, np.ndarray]:
-        """Columns of a track-wide array per ROI."""
-        return {roi: array[..., b] for roi, b in self.bounds(track).items()}
 
 
 def check_request(dataset: Dataset2021, tracks: Sequence[str], estimator: str, extraction: ExtractionConfig,
@@ -187,17 +132,17 @@ def run_pipeline_2021(
     predictions: dict[str, dict[str, dict[int, np.ndarray]]] = {t: {} for t in tracks}
     per_subject: dict[str, dict] = {}
     for i, subj in enumerate(dataset):
-        view = TrackView(subj)
+        view = TrackSubject(subj, tuple(tracks))
         step = scaled(progress, 0.5 + 0.45 * i / len(dataset.subjects), 0.5 + 0.45 * (i + 1) / len(dataset.subjects))
         with timed(timings, "encode", log):
             result = fit_subject(view, feature_dirs, estimator,
-                                 validation=validation, backend=backend, hemis=tracks, progress=step)
+                                 validation=validation, backend=backend, progress=step)
         add_leaderboard_scores(result, view)
         artifacts.write_subject(out / subj.name, result.arrays(), result.info)
         artifacts.write_roi_table(out / subj.name, _roi_rows(result))
         per_subject[subj.name] = summarise(result)
         for track in tracks:
-            for roi, pred in view.split(track, result.hemis[track].test_pred).items():
+            for roi, pred in view.split(track, result.parts[track].test_pred).items():
                 predictions[track].setdefault(roi, {})[subj.number] = pred
     with timed(timings, "submission", log):
         for track in tracks:
@@ -310,14 +255,14 @@ def _fmt(x, spec: str = ".3f") -> str:
     return "n/a" if x is None or not np.isfinite(x) else format(x, spec)
 
 
-def add_leaderboard_scores(result: SubjectResult, view: TrackView) -> None:
+def add_leaderboard_scores(result: SubjectResult, view: TrackSubject) -> None:
     """Add each track's Algonauts 2021 leaderboard score to its metrics, as ``"nnc_2021"``.
 
     Per voxel ``r / sqrt(reliability)`` (:func:`core.encoding.metrics.noise_normalized_correlation`), averaged
     over each ROI's voxels; the mini track's score is the mean over its ROIs, the full track's the mean
     over the whole brain's voxels. Voxels with zero reliability are left out (and counted).
     """
-    for track, h in result.hemis.items():
+    for track, h in result.parts.items():
         nc = view.noise_ceiling(track)
         if nc is None:
             h.metrics["nnc_2021"] = None
@@ -332,20 +277,20 @@ def add_leaderboard_scores(result: SubjectResult, view: TrackView) -> None:
 def summarise(result: SubjectResult) -> dict:
     """One subject's entry of ``metrics.json``: median r per ROI, whole-brain median r, challenge-style scores."""
     out: dict = {}
-    mini = result.hemis.get(MINI_TRACK)
+    mini = result.parts.get(MINI_TRACK)
     if mini is not None:
         out["roi_median_r"] = {roi: s["median"] for roi, s in mini.metrics["roi_r"].items() if roi != ALL_VERTICES}
-    full = result.hemis.get(FULL_TRACK)
+    full = result.parts.get(FULL_TRACK)
     if full is not None:
         out["wb_median_r"] = full.metrics["median_r"]
-    out["noise_normalized"] = {t: (h.metrics["noise_normalized"] or {}).get("score") for t, h in result.hemis.items()}
-    out["nnc_2021"] = {t: (h.metrics.get("nnc_2021") or {}).get("score") for t, h in result.hemis.items()}
+    out["noise_normalized"] = {t: (h.metrics["noise_normalized"] or {}).get("score") for t, h in result.parts.items()}
+    out["nnc_2021"] = {t: (h.metrics.get("nnc_2021") or {}).get("score") for t, h in result.parts.items()}
     return out
 
 
 def _roi_rows(result: SubjectResult) -> list[dict]:
     rows = []
-    for track, h in result.hemis.items():
+    for track, h in result.parts.items():
         nn = (h.metrics["noise_normalized"] or {}).get("roi", {})
         nnc = (h.metrics.get("nnc_2021") or {}).get("roi", {})
         for roi, s in h.metrics["roi_r"].items():
@@ -374,7 +319,7 @@ def roi_val_r(out: str | os.PathLike, subject: Subject2021, roi: str) -> np.ndar
     """Validation r per voxel of one ROI (or ``"WB"``) of a finished run."""
     track = track_of(roi)
     r = artifacts.read_part(Path(out) / subject.name, track, "val_r")
-    return r if track == FULL_TRACK else TrackView(subject).split(track, r)[roi]
+    return r if track == FULL_TRACK else TrackSubject(subject).split(track, r)[roi]
 
 
 def list_runs_2021(store: RunStore, data_root: str | os.PathLike, *, status: str | Sequence[str] | None = None,

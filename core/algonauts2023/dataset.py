@@ -151,6 +151,11 @@ class Subject:
     def n_test(self) -> int:
         return len(self.test_images)
 
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts fitted one by one (``core.encoding.subjects.FitSubject``): the hemispheres."""
+        return HEMIS
+
     # -- files ---------------------------------------------------------------------------
     def fmri_path(self, hemi: str) -> Path:
         return self.dir / "training_split" / "training_fmri" / f"{_check_hemi(hemi)}_training_fmri.npy"
@@ -165,6 +170,10 @@ class Subject:
     def fmri(self, hemi: str) -> np.ndarray:
         """Training responses (images x challenge vertices), memory-mapped read-only."""
         return load_npy(self.fmri_path(hemi), mmap=True)
+
+    def responses(self, part: str) -> np.ndarray:
+        """``fmri(part)``: what fitting reads (``core.encoding.subjects.FitSubject``)."""
+        return self.fmri(part)
 
     def fsaverage_mask(self, hemi: str) -> np.ndarray:
         """Boolean mask over the 163,842 fsaverage vertices: True where a challenge vertex is."""

@@ -129,15 +129,15 @@ def _subject_summary(result: SubjectResult, subject: Subject) -> dict:
     """The per-subject entry of ``metrics.json``: median r per hemisphere and ROI, challenge score."""
     out: dict = {}
     for hemi in HEMIS:
-        out[f"{hemi}_median_r"] = _number(result.hemis[hemi].metrics["median_r"])
+        out[f"{hemi}_median_r"] = _number(result.parts[hemi].metrics["median_r"])
     out["roi_median_r"] = {
-        hemi: {roi: _number(s["median"]) for roi, s in result.hemis[hemi].metrics["roi_r"].items()
+        hemi: {roi: _number(s["median"]) for roi, s in result.parts[hemi].metrics["roi_r"].items()
                if roi != ALL_VERTICES and s["n_vertices"]}
         for hemi in HEMIS
     }
     ceilings = [subject.noise_ceiling(h) for h in HEMIS]
     out["noise_normalized"] = None if any(c is None for c in ceilings) else _number(noise_normalized_score(
-        np.concatenate([result.hemis[h].val_r for h in HEMIS]), np.concatenate(ceilings)))
+        np.concatenate([result.parts[h].val_r for h in HEMIS]), np.concatenate(ceilings)))
     return out
 
 
@@ -148,7 +148,7 @@ def _number(x: float) -> float | None:
 def _roi_rows(result: SubjectResult) -> list[dict]:
     rows = []
     for hemi in HEMIS:
-        m = result.hemis[hemi].metrics
+        m = result.parts[hemi].metrics
         nn = (m["noise_normalized"] or {}).get("roi", {})
         for roi, s in m["roi_r"].items():
             rows.append({"hemi": hemi, "roi": roi, "n_vertices": s["n_vertices"], "median_r": _number(s["median"]),

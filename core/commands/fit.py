@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{subject.name}: {info['estimator']['kind']} on {sum(f['n_features'] for f in info['features'])} features "
           f"({len(info['features'])} entr{'y' if len(info['features']) == 1 else 'ies'}), validation {split}, "
           f"seed {v['seed']}, backend {info['backend']}, {info['seconds']:.1f} s")
-    for hemi, r in result.hemis.items():
+    for hemi, r in result.parts.items():
         m = r.metrics
         nn = m["noise_normalized"]
         line = f"  {hemi}: median r {_fmt(m['median_r'])}, mean r {_fmt(m['mean_r'])} over {m['n_vertices']} vertices"

@@ -1,7 +1,8 @@
-"""Fit one subject end to end: features -> encoding model per hemisphere -> validation -> results.
+"""Fit one subject end to end: features -> encoding model per part -> validation -> results.
 
 ``fit_subject(subject, features, ...)`` is what ``python -m core fit`` runs and what the run
-store's tasks call. Per hemisphere it validates (a seeded held-out split, or K folds over the
+store's tasks call. ``subject`` is any :class:`core.encoding.subjects.FitSubject`; its parts are
+hemispheres (2023) or tracks (2021). Per part it validates (a seeded held-out split, or K folds over the
 training images), refits on all training images, predicts the test images, and summarises
 accuracy (median r, per-ROI median/mean r, noise-normalised score when a noise ceiling is
 shipped). ``core.runs.artifacts.write_subject`` writes a result to disk.
@@ -28,12 +29,12 @@ from core import __version__
 from core.encoding.backends import resolve_backend_name
 from core.encoding.estimators import DEFAULT_ALPHAS, OLS, BandedRidgeCV, RidgeCV
 from core.util.errors import UserError
-from core.encoding.metrics import hemisphere_metrics
+from core.encoding.metrics import part_metrics
 from core.util.progress import Progress, report, scaled
 from core.encoding.splits import Validation
+from core.encoding.subjects import FitSubject
 
 ESTIMATORS = ("ridge", "ols", "banded")
-HEMIS = ("lh", "rh")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,8 +152,10 @@ def estimator_config(est) -> dict:
 # fitting
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class HemisphereResult:
-    hemi: str
+class PartResult:
+    """One part's (hemisphere's, track's) validation r, test predictions, metrics and chosen hyperparameters."""
+
+    part: str
     val_r: np.ndarray  # float32 (n_vertices,)
     test_pred: np.ndarray  # float32 (n_test, n_vertices)
     metrics: dict
@@ -164,16 +167,16 @@ class HemisphereResult:
 @dataclass
 class SubjectResult:
     subject: str
-    hemis: dict[str, HemisphereResult]
+    parts: dict[str, PartResult]
     info: dict  # everything the subject's metrics.json holds
 
     def arrays(self) -> dict[str, dict[str, np.ndarray | None]]:
         """Per part, the arrays a result folder keeps (``core.runs.artifacts.write_subject``)."""
         return {part: {"val_r": r.val_r, "pred_test": r.test_pred, "alphas": r.alphas, "band_weights": r.band_weights}
-                for part, r in self.hemis.items()}
+                for part, r in self.parts.items()}
 
 
-def fit_hemisphere(estimator, X: Any, X_test: Any, Y: np.ndarray, validation: Validation,
+def fit_part(estimator, X: Any, X_test: Any, Y: np.ndarray, validation: Validation,
                    progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, Any, dict]:
     """Validate ``estimator`` on ``(X, Y)``, refit on all rows, predict ``X_test``.
 
@@ -205,11 +208,12 @@ def fit_hemisphere(estimator, X: Any, X_test: Any, Y: np.ndarray, validation: Va
     return val_r.astype(np.float32), test_pred.astype(np.float32), estimator, details
 
 
-def fit_subject(subject, features: Sequence[str | os.PathLike], estimator: str = "ridge", *,
+def fit_subject(subject: FitSubject, features: Sequence[str | os.PathLike], estimator: str = "ridge", *,
                 validation: Validation | None = None, alphas: Sequence[float] | None = None, cv: int = 5,
-                backend: str = "auto", standardize: str = "space", hemis: Sequence[str] = HEMIS,
+                backend: str = "auto", standardize: str = "space", parts: Sequence[str] | None = None,
                 progress: Progress | None = None) -> SubjectResult:
-    """Fit, validate and predict both hemispheres of a ``core.algonauts2023.dataset.Subject``."""
+    """Fit, validate and predict every part of ``subject`` (``parts``; default ``subject.parts``)."""
+    parts = tuple(subject.parts if parts is None else parts)
     validation = validation or Validation()
     backend_name = resolve_backend_name(backend)
     feats = load_features(features, subject.n_train, subject.n_test)
@@ -225,19 +229,19 @@ def fit_subject(subject, features: Sequence[str | os.PathLike], estimator: str =
         X_test = _finite("test features", np.concatenate([np.asarray(f.test, dtype=np.float32) for f in feats], 1))
     est = make_estimator(estimator, alphas=alphas, cv=cv, seed=validation.seed, backend=backend_name,
                          space_sizes=[f.width for f in feats], standardize=standardize)
-    results: dict[str, HemisphereResult] = {}
+    results: dict[str, PartResult] = {}
     details = {}
-    for i, hemi in enumerate(hemis):
-        sub = scaled(progress, i / len(hemis), (i + 1) / len(hemis))
-        report(sub, 0.0, f"{hemi}: fitting")
+    for i, part in enumerate(parts):
+        sub = scaled(progress, i / len(parts), (i + 1) / len(parts))
+        report(sub, 0.0, f"{part}: fitting")
         t0 = time.perf_counter()
-        Y = subject.fmri(hemi)
-        val_r, pred, fitted, details = fit_hemisphere(est.clone(), X, X_test, Y, validation, sub)
-        masks = subject.roi_masks(hemi)
-        nc = subject.noise_ceiling(hemi)
-        metrics = hemisphere_metrics(val_r, masks, nc)
-        results[hemi] = HemisphereResult(
-            hemi, val_r, pred, metrics,
+        Y = subject.responses(part)
+        val_r, pred, fitted, details = fit_part(est.clone(), X, X_test, Y, validation, sub)
+        masks = subject.roi_masks(part)
+        nc = subject.noise_ceiling(part)
+        metrics = part_metrics(val_r, masks, nc)
+        results[part] = PartResult(
+            part, val_r, pred, metrics,
             alphas=getattr(fitted, "best_alphas_", None),
             band_weights=getattr(fitted, "best_band_weights_", None),
             seconds=time.perf_counter() - t0,
@@ -248,7 +252,7 @@ def fit_subject(subject, features: Sequence[str | os.PathLike], estimator: str =
             metrics["band_weights_mean"] = [float(x) for x in fitted.best_band_weights_.mean(1)]
         if "fold_median_r" in details:
             metrics["fold_median_r"] = details["fold_median_r"]
-        metrics["seconds"] = round(results[hemi].seconds, 3)
+        metrics["seconds"] = round(results[part].seconds, 3)
         del Y
     info = {
         "subject": subject.name,

@@ -122,9 +122,9 @@ def roi_summary(values: np.ndarray, roi_masks: Mapping[str, np.ndarray]) -> dict
     return out
 
 
-def hemisphere_metrics(r: np.ndarray, roi_masks: Mapping[str, np.ndarray] | None = None,
-                       noise_ceiling: np.ndarray | None = None) -> dict:
-    """Everything reported for one hemisphere: r summary, per-ROI r, and NC-normalised scores."""
+def part_metrics(r: np.ndarray, roi_masks: Mapping[str, np.ndarray] | None = None,
+                 noise_ceiling: np.ndarray | None = None) -> dict:
+    """Everything reported for one part (hemisphere, track): r summary, per-ROI r, and NC-normalised scores."""
     r = np.asarray(r)
     finite = r[np.isfinite(r)].astype(np.float64)
     out: dict = {
