@@ -46,7 +46,7 @@ _FILE_PREFIX = {"inflated": "infl", "pial": "pial", "white": "white", "sphere": 
 _SIDE = {"lh": "left", "rh": "right"}
 
 
-class SurfaceError(UserError, ValueError):
+class SurfaceError(UserError):
     """A surface file or directory is missing or malformed, or an argument is invalid."""
 
 
