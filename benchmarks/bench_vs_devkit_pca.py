@@ -53,7 +53,7 @@ def devkit_recipe(model_name, layer, train, test, k, seed=0, no_grad=False):
     from torchvision import transforms
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    from core.features.backbones import IMAGENET_MEAN, IMAGENET_STD, _build
+    from core.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_model
 
     t0 = time.perf_counter()
     transform = transforms.Compose([
@@ -75,7 +75,7 @@ def devkit_recipe(model_name, layer, train, test, k, seed=0, no_grad=False):
     test_loader = DataLoader(ImageDataset(test), batch_size=batch_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _build(model_name).eval()  # same random weights as ours ("random", seed 0)
+        model = build_model(model_name).eval()  # same random weights as ours ("random", seed 0)
     fe = create_feature_extractor(model, return_nodes=[layer])
 
     grad_ctx = torch.no_grad if no_grad else contextlib.nullcontext

@@ -50,6 +50,7 @@ from core.util.fileio import save_npy, write_json
 from core.encoding.metrics import pearson_r
 from core.util.progress import Progress, report
 from core.features.video import VIDEO_SUFFIXES
+from core.viz.volumes import VOLUME_SHAPE
 
 VIDEO_DIR = "AlgonautsVideos268_All_30fpsmax"
 FMRI_DIR = "participants_data_v2021"
@@ -58,7 +59,6 @@ TRACKS: tuple[str, str] = (MINI_TRACK, FULL_TRACK)
 MINI_ROIS: tuple[str, ...] = ("LOC", "FFA", "STS", "EBA", "PPA", "V1", "V2", "V3", "V4")
 WB = "WB"
 TRACK_ROIS: dict[str, tuple[str, ...]] = {MINI_TRACK: MINI_ROIS, FULL_TRACK: (WB,)}
-VOLUME_SHAPE: tuple[int, int, int] = (78, 93, 71)
 MAX_SPLITS = 16  # split-half: at most this many splits of the repetitions are averaged
 _CACHE_VERSION = 1
 

@@ -29,10 +29,8 @@ import numpy as np
 
 from core.util import safe_pickle
 from core.util.errors import DatasetError
+from core.viz.surfaces import HEMI_NAMES, HEMIS, N_FSAVERAGE  # noqa: F401  (fsaverage's; HEMI_NAMES for the pages)
 
-HEMIS: tuple[str, str] = ("lh", "rh")
-HEMI_NAMES = {"lh": "left", "rh": "right"}
-FSAVERAGE_N_VERTICES = 163_842
 ROI_CLASSES: dict[str, tuple[str, ...]] = {
     "prf-visualrois": ("V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"),
     "floc-bodies": ("EBA", "FBA-1", "FBA-2", "mTL-bodies"),
@@ -181,8 +179,8 @@ class Subject:
         if key not in self._cache:
             path = self._roi_path(f"{_check_hemi(hemi)}.all-vertices_fsaverage_space.npy")
             mask = load_npy(path)
-            if mask.ndim != 1 or mask.shape[0] != FSAVERAGE_N_VERTICES:
-                raise DatasetError(f"{path}: expected {FSAVERAGE_N_VERTICES} values (fsaverage), found shape {mask.shape}")
+            if mask.ndim != 1 or mask.shape[0] != N_FSAVERAGE:
+                raise DatasetError(f"{path}: expected {N_FSAVERAGE} values (fsaverage), found shape {mask.shape}")
             self._cache[key] = mask != 0
         return self._cache[key]
 
@@ -225,7 +223,7 @@ class Subject:
             if not path.is_file():
                 return None
             labels = load_npy(path)
-            expected = self.n_vertices[hemi] if space == "challenge" else FSAVERAGE_N_VERTICES
+            expected = self.n_vertices[hemi] if space == "challenge" else N_FSAVERAGE
             if labels.ndim != 1 or labels.shape[0] != expected:
                 raise DatasetError(
                     f"{path}: expected {expected} values ({space} space, {hemi}), found shape {labels.shape}"
@@ -239,11 +237,18 @@ class Subject:
         """Boolean mask of one ROI (all False when it does not exist in this subject/hemisphere)."""
         cls = roi_class_of(roi)
         labels = self.roi_labels(hemi, cls, space)
-        n = self.n_vertices[hemi] if space == "challenge" else FSAVERAGE_N_VERTICES
+        n = self.n_vertices[hemi] if space == "challenge" else N_FSAVERAGE
         if labels is None or cls not in self.roi_classes():
             return np.zeros(n, dtype=bool)
         ids = [k for k, v in self.roi_mapping(cls).items() if v == roi]
         return np.isin(labels, ids) if ids else np.zeros(n, dtype=bool)
+
+    @staticmethod
+    def ordered_rois(roi_class: str, names: Iterable[str]) -> list[str]:
+        """``names`` in the canonical order of ``roi_class`` (:data:`ROI_CLASSES`), unknown names last, sorted."""
+        known = ROI_CLASSES.get(roi_class, ())
+        names = set(names)
+        return [n for n in known if n in names] + sorted(names - set(known))
 
     def rois(self, hemi: str) -> dict[str, list[str]]:
         """ROIs present (at least one vertex) per class, in the canonical order."""
@@ -254,7 +259,7 @@ class Subject:
                 continue
             mapping = self.roi_mapping(cls)
             present = {mapping[int(v)] for v in np.unique(labels) if int(v) in mapping and v != 0}
-            names = [n for n in ROI_CLASSES[cls] if n in present] + sorted(present - set(ROI_CLASSES[cls]))
+            names = self.ordered_rois(cls, present)
             if names:
                 out[cls] = names
         return out

@@ -47,6 +47,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from core.algonauts2023.dataset import HEMIS, ROI_CLASSES
+from core.viz.surfaces import N_FSAVERAGE, N_FSAVERAGE5
 from core.util.errors import UserError
 from core.util.progress import Progress, report
 
@@ -54,8 +55,6 @@ GENERATOR_VERSION = 1
 MARKER = "DEMO_README.txt"
 IMAGE_SIZE = 425
 N_NSD_IMAGES = 73_000
-N_FSAVERAGE = 163_842
-N_FSAVERAGE5 = 10_242
 N_REPS = 3
 FIELD_OF_VIEW_DEG = 8.4  # NSD images subtended 8.4 x 8.4 degrees
 GRID = 48  # resolution of the low-level feature maps (pixels per image side)

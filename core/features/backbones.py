@@ -249,7 +249,8 @@ def resolve_weights(model: str, spec: str | None) -> WeightsInfo:
 # --------------------------------------------------------------------------- layers
 
 
-def _build(model: str, resolution: int | None = None, device: Any = None):
+def build_model(model: str, resolution: int | None = None, device: Any = None):
+    """A torchvision ``model`` with random weights (ViTs at ``resolution``), on ``device`` if given."""
     import torchvision
 
     kwargs: dict[str, Any] = {}
@@ -267,7 +268,7 @@ def _build(model: str, resolution: int | None = None, device: Any = None):
 def _graph_nodes(model: str) -> tuple[str, ...]:
     from torchvision.models.feature_extraction import get_graph_node_names
 
-    net = _build(model, device="meta").eval()  # no memory, no init cost
+    net = build_model(model, device="meta").eval()  # no memory, no init cost
     _train, eval_nodes = get_graph_node_names(net)
     return tuple(eval_nodes)
 
@@ -423,7 +424,7 @@ def load_backbone(model: str, weights: str | WeightsInfo | None = None, *, resol
         if info.kind == "official":
             net = _load_official(model, info, resolution)
         else:
-            net = _build(model, resolution if info.is_random else None)
+            net = build_model(model, resolution if info.is_random else None)
             if info.kind == "offline":
                 _load_offline_into(net, Path(info.path))
             elif info.kind == "file":

@@ -36,6 +36,7 @@ from core.util.errors import UserError
 MESHES: tuple[str, ...] = ("inflated", "pial", "white", "sphere", "flat")
 RESOLUTIONS: tuple[str, ...] = ("auto", "fsaverage5", "fsaverage")
 HEMIS: tuple[str, str] = ("lh", "rh")
+HEMI_NAMES = {"lh": "left", "rh": "right"}
 FSAVERAGE_DIR_ENV = "BES_FSAVERAGE_DIR"
 N_FSAVERAGE = 163_842
 N_FSAVERAGE6 = 40_962
@@ -43,7 +44,6 @@ N_FSAVERAGE5 = 10_242
 # Vertex counts of icosahedral meshes: 10 * 4**k + 2.
 ICO_SIZES: tuple[int, ...] = tuple(10 * 4**k + 2 for k in range(8))
 _FILE_PREFIX = {"inflated": "infl", "pial": "pial", "white": "white", "sphere": "sphere", "flat": "flat"}
-_SIDE = {"lh": "left", "rh": "right"}
 
 
 class SurfaceError(UserError):
@@ -178,11 +178,11 @@ def coarsen_faces(faces: np.ndarray, n_parent: int) -> np.ndarray:
 
 
 def _mesh_file(directory: Path, mesh: str, hemi: str) -> Path:
-    return directory / f"{_FILE_PREFIX[mesh]}_{_SIDE[hemi]}.gii.gz"
+    return directory / f"{_FILE_PREFIX[mesh]}_{HEMI_NAMES[hemi]}.gii.gz"
 
 
 def _sulc_file(directory: Path, hemi: str) -> Path:
-    return directory / f"sulc_{_SIDE[hemi]}.gii.gz"
+    return directory / f"sulc_{HEMI_NAMES[hemi]}.gii.gz"
 
 
 def _fsaverage5_dir() -> Path:
@@ -427,8 +427,6 @@ class RoiOverlay:
 
 def roi_overlay(subject: Any, hemi: str, roi_class: str, roi: str | None = None) -> RoiOverlay:
     """The ROI ``roi`` (or, with ``roi=None``, every ROI of ``roi_class``) of a dataset ``Subject``."""
-    from core.algonauts2023.dataset import HEMI_NAMES
-
     where = f"{subject.name}'s {HEMI_NAMES.get(hemi, hemi)} hemisphere"
     labels = subject.roi_labels(hemi, roi_class, "challenge") if roi_class in subject.roi_classes() else None
     if labels is None:
@@ -457,12 +455,10 @@ def roi_overlays(
     subject: Any, hemis: Sequence[str], roi_class: str, roi: str | None = None
 ) -> tuple[dict[str, RoiOverlay], tuple[str, ...]]:
     """``roi_overlay`` for several hemispheres with one shared coding: returns ``(overlays, names)``
-    where code ``k`` means ``names[k - 1]`` in every hemisphere (canonical ROI order), for one legend."""
-    from core.algonauts2023.dataset import ROI_CLASSES
-
+    where code ``k`` means ``names[k - 1]`` in every hemisphere (the subject's canonical ROI order,
+    ``subject.ordered_rois``), for one legend."""
     overlays = {h: roi_overlay(subject, h, roi_class, roi) for h in hemis}
-    found = {n for ov in overlays.values() for n in ov.names}
-    names = tuple([n for n in ROI_CLASSES.get(roi_class, ()) if n in found] + sorted(found - set(ROI_CLASSES.get(roi_class, ()))))
+    names = tuple(subject.ordered_rois(roi_class, {n for ov in overlays.values() for n in ov.names}))
     out = {}
     for h, ov in overlays.items():
         if ov.values is None or ov.names == names:

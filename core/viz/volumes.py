@@ -16,8 +16,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from core.algonauts2021.dataset import VOLUME_SHAPE
 from core.util.errors import UserError
+
+VOLUME_SHAPE: tuple[int, int, int] = (78, 93, 71)  # the Algonauts 2021 volume (voxels)
 
 # sform / qform of the devkit's example.nii (MNI): x = 2.5 i - 96.5, y = 2.5 j - 132.5, z = 2.75 k - 78.5
 AFFINE_2021 = np.array([
