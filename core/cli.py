@@ -1,4 +1,4 @@
-"""``python -m core``: one subcommand per module in ``core/commands``.
+"""``python -m core`` (installed: ``bes``): one subcommand per module in ``core/commands``.
 
 Each command module defines ``add_parser(subparsers)``, which registers its parser and
 sets ``func`` (``func(args) -> int``). Errors the user can fix (``DatasetError`` and any
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -16,9 +17,9 @@ import core.commands
 from core.util.errors import UserError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m core",
+        prog=prog,
         description="Brain Encoding Studio: fMRI encoding models for NSD / Algonauts data.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -28,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command (``argv``: the command line without the program; default ``sys.argv[1:]``)."""
+    installed = argv is None and os.path.basename(sys.argv[0]) == "bes"  # the console script
+    args = build_parser("bes" if installed else "python -m core").parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

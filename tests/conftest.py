@@ -16,6 +16,10 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+# A test concern: subprocesses the tests start (CLI runs, run-store workers, Ray workers) import
+# ``core`` (and the ``tests`` tasks) from the tree under test, not from wherever the package is
+# installed (another worktree's editable install, say). The product's workers rely on the install.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 REALDATA = ROOT.parent / "shared" / "realdata"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -10,6 +10,10 @@
   (``python -m core worker --group G``) that executes them with at most ``max_workers`` worker
   processes at a time, or submits each as a Ray task when a Ray address is configured
   (argument, or ``$BES_RAY_ADDRESS``); either way every run writes to the same store.
+
+Workers import the installed package (``pip install -e .``; on a Ray cluster, on every node):
+they run ``python -P -m core``, so a ``core`` folder in the working directory cannot stand in
+for it.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ STALE_S = 60.0  # a running run without a heartbeat for this long is considered 
 START_GRACE_S = 60.0  # a queued run without a responsible process for this long never started
 PROGRESS_WRITE_S = 0.5
 WORKER_DIED = "worker process exited unexpectedly"
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _children: dict[int, subprocess.Popen] = {}  # processes started by this process, to reap them
 
 
@@ -46,12 +49,8 @@ class Terminated(Exception):
 
 # -- processes ----------------------------------------------------------------------------
 def _worker_command(workspace: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "core", "worker", "--workspace", str(workspace), *args]
-
-
-def _worker_env() -> dict[str, str]:
-    path = os.environ.get("PYTHONPATH")
-    return dict(os.environ, PYTHONPATH=f"{_PROJECT_ROOT}{os.pathsep}{path}" if path else str(_PROJECT_ROOT))
+    """This interpreter running the installed ``core`` (``-P``: not one found in the working directory)."""
+    return [sys.executable, "-P", "-m", "core", "worker", "--workspace", str(workspace), *args]
 
 
 def _spawn(command: list[str], log: Path) -> subprocess.Popen:
@@ -62,7 +61,7 @@ def _spawn(command: list[str], log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=_worker_env(), cwd=_PROJECT_ROOT)
+                                start_new_session=True)
     _children[proc.pid] = proc
     return proc
 
@@ -329,8 +328,7 @@ def dispatch_ray(store: RunStore, group: str, address: str) -> None:
         import ray
     except ImportError:
         raise UserError("a Ray address is configured but ray is not installed (pip install ray)") from None
-    ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": _worker_env()["PYTHONPATH"]}},
-             log_to_driver=False)
+    ray.init(address=address, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(run_worker_process)
         pending = {task.remote(str(store.workspace), r.id): r.id
