@@ -194,6 +194,52 @@ def test_input_errors():
         BandedRidgeCV().fit(X, Y)  # no band sizes
 
 
+def test_estimator_api_like_scikit_learn():
+    """Parameters are the ``__init__`` arguments; errors are ValueErrors; predict changes nothing."""
+    import inspect
+
+    from core.util.errors import NotFittedError
+
+    for cls in (OLS, Ridge, RidgeCV, BandedRidgeCV):
+        names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        assert list(cls().get_params()) == names
+        with pytest.raises(ValueError):
+            cls().set_params(not_a_parameter=1)
+        with pytest.raises(NotFittedError) as err:
+            cls().predict(np.zeros((3, 4), np.float32))
+        assert isinstance(err.value, ValueError) and isinstance(err.value, AttributeError)
+    m = RidgeCV(alphas=[1.0, 10.0], cv=3).set_params(seed=4)
+    assert m.clone().get_params() == m.get_params() and m.clone() is not m
+    X, Y = _data(n=60, p=6, t=4)
+    with pytest.raises(ValueError):
+        Ridge().fit(X, Y[:50])
+    banded = BandedRidgeCV(alphas=[1.0, 100.0], cv=3).fit([X[:, :2], X[:, 2:]], Y)
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(banded).items()}
+    banded.predict([X[:, :2], X[:, 2:]])
+    banded.predict(X)
+    with pytest.raises(UserError):
+        banded.predict([X[:, :3], X[:, 3:]])  # other band widths than fitted
+    assert vars(banded).keys() == before.keys()
+    for k, v in vars(banded).items():
+        assert np.array_equal(v, before[k]) if isinstance(v, np.ndarray) else v == before[k], k
+
+
+def test_subjects_of_both_challenges_are_fit_subjects(tiny_dataset, demo2021_root):
+    from core.algonauts2021.dataset import TrackSubject, open_dataset2021
+    from core.algonauts2023.dataset import open_dataset
+    from core.encoding.subjects import FitSubject
+
+    subj = open_dataset(tiny_dataset).subject(1)
+    tracks = TrackSubject(open_dataset2021(demo2021_root).subject(1))
+    for s in (subj, tracks):
+        assert isinstance(s, FitSubject)
+        for part in s.parts:
+            Y = s.responses(part)
+            assert Y.shape[0] == s.n_train and Y.ndim == 2
+            assert all(m.shape == (Y.shape[1],) and m.dtype == bool for m in s.roi_masks(part).values())
+    assert subj.parts == ("lh", "rh") and tracks.parts == ("mini_track", "full_track")
+
+
 # ---------------------------------------------------------------------------------------------
 # banded ridge
 # ---------------------------------------------------------------------------------------------
