@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.algonauts2023.dataset import HEMI_NAMES, HEMIS
+from ui.map_picker import roi_class_help
 from ui.state import sidebar
 
 st.set_page_config(page_title="Dataset · Brain Encoding Studio", page_icon="🧠", layout="wide")
@@ -38,6 +39,7 @@ for col, hemi in zip(cols, HEMIS):
             st.info("No ROI files for this hemisphere.")
         for cls, names in rois.items():
             st.markdown(f"- `{cls}`: {', '.join(names)}")
+st.caption(roi_class_help(sorted({c for h in HEMIS for c in subj.rois(h)})))
 
 st.subheader(f"Stimulus images of {subj.name}")
 split = st.radio("Split", ["training", "test"], horizontal=True, key="split")

@@ -1,22 +1,21 @@
 """Flatmaps page: any per-vertex map as a flat map (PNG download) and as a shareable WebGL viewer (zip).
 
 Thin layer over ``core.viz.flatmaps``: pycortex's fsaverage subject when it is in pycortex's filestore,
-nilearn's bundled fsaverage5 flat mesh otherwise; the WebGL viewer needs pycortex's fsaverage.
+nilearn's bundled fsaverage5 flat mesh otherwise; the WebGL viewer needs pycortex's fsaverage. What to show
+comes from the shared map picker (``ui.map_picker``).
 """
 
 from __future__ import annotations
 
 import re
 
-import numpy as np
 import streamlit as st
 
-from core.viz import flatmaps
-
-from core.viz import surfaces
-from core.algonauts2023.dataset import HEMIS, ROI_CLASSES
+from core.algonauts2023.dataset import HEMIS
 from core.util.errors import UserError
-from ui.controls import colour_controls, map_colour_controls
+from core.viz import flatmaps, surfaces
+from ui.figures import figure_slot
+from ui.map_picker import pick_map, roi_class_help
 from ui.state import sidebar
 
 st.set_page_config(page_title="Flatmaps · Brain Encoding Studio", page_icon="🧠", layout="wide")
@@ -24,19 +23,18 @@ sel = sidebar()
 subj = sel.subject
 
 st.title("Flat maps")
-
-MODES = ("Response to an image", "ROIs", "Per-vertex map")
-WHOLE_CLASS = "(whole class)"
 NO_BORDERS = "(none)"
 
-# -- pycortex ----------------------------------------------------------------------------------------
+# -- pycortex: one short note, collapsed -----------------------------------------------------------
 no_pycortex = flatmaps.pycortex_unavailable_reason()
 no_fsaverage = no_pycortex or flatmaps.subject_unavailable_reason(flatmaps.FSAVERAGE)
-with st.expander("pycortex", expanded=no_fsaverage is not None):
+with st.expander("pycortex: " + ("not installed" if no_pycortex else "no fsaverage subject, drawn by nilearn"
+                                 if no_fsaverage else "ready"), expanded=False):  # fmt: skip
     if no_pycortex:
         st.warning(no_pycortex)
     elif no_fsaverage:
-        st.info(no_fsaverage)
+        st.info(f"pycortex's fsaverage subject is not in its filestore {flatmaps.pycortex_filestore()}: flat maps "
+                "use nilearn's fsaverage5 until it is downloaded (about 100 MB, once).")  # fmt: skip
         if st.button("Download pycortex's fsaverage subject", key="flat_download"):
             with st.spinner("Downloading pycortex's fsaverage subject…"):
                 ok, message = flatmaps.download_fsaverage()
@@ -49,52 +47,17 @@ with st.expander("pycortex", expanded=no_fsaverage is not None):
 backend = "nilearn" if no_fsaverage else "pycortex"
 masks = {h: subj.fsaverage_mask(h) for h in HEMIS}
 
-
 # -- what to show ------------------------------------------------------------------------------------
-mode = st.radio("Show", MODES, horizontal=True, key="flat_mode")
-style: dict = {}
-if mode == MODES[0]:
-    n = subj.n_train
-    number = int(st.number_input(f"Training image (1–{n})", 1, n, value=1, key="flat_image"))
-    values = {h: np.asarray(subj.fmri(h)[number - 1], dtype=np.float32) for h in HEMIS}
-    what = f"response to training image {number}"
-    style = dict(colour_controls("cold_hot", "symmetric", "flat_resp"), colorbar_title="response (z)")
-elif mode == MODES[1]:
-    classes = subj.roi_classes()
-    if not classes:
-        st.info(f"{subj.name} has no ROI files (roi_masks/mapping_<class>.npy).")
-        st.stop()
-    c1, c2 = st.columns(2)
-    cls = c1.selectbox("ROI class", classes, key="flat_roi_class")
-    roi = c2.selectbox("ROI", (WHOLE_CLASS, *ROI_CLASSES.get(cls, ())), key=f"flat_roi_{cls}")
-    overlays, names = surfaces.roi_overlays(subj, HEMIS, cls, None if roi == WHOLE_CLASS else roi)
-    for ov in overlays.values():
-        if ov.message:
-            st.warning(ov.message)
-    values = {h: ov.values for h, ov in overlays.items()}
-    what = cls if roi == WHOLE_CLASS else f"{roi} ({cls})"
-    style = dict(labels={i + 1: r for i, r in enumerate(names)}) if names else {}
-else:
-    maps = {h: surfaces.vertex_maps(subj, h) for h in HEMIS}
-    names = [m for m in maps["lh"] if m in maps["rh"]]
-    if not names:
-        st.info(f"No per-vertex maps are stored for {subj.name}: the noise ceiling files "
-                "(noise_ceiling/subjXX/{lh,rh}.npy) are absent and no encoding run has been evaluated yet.")  # fmt: skip
-        st.stop()
-    name = st.selectbox("Map", names, key="flat_map")
-    first = maps["lh"][name]
-    if first.description:
-        st.caption(first.description)
-    style = map_colour_controls(first, f"flat_map_{name}")
-    style["colorbar_title"] = f"{name} ({first.unit})" if first.unit else name
-    values = {h: maps[h][name].values for h in HEMIS}
-    what = name
-
+choice = pick_map(subj, HEMIS, "flat")
+if choice.empty:
+    st.stop()
+values, style = choice.values, choice.style
 c_borders, c_names = st.columns(2)
 border_classes = subj.roi_classes()
 default = border_classes.index("prf-visualrois") + 1 if "prf-visualrois" in border_classes else 0
 border_class = c_borders.selectbox("ROI borders", (NO_BORDERS, *border_classes), index=default, key="flat_borders",
-                                   help="Outlines of the subject's ROIs, drawn from its ROI masks.")  # fmt: skip
+                                   help="Outlines of the subject's ROIs, drawn from its ROI masks.  \n"
+                                        + roi_class_help(border_classes))  # fmt: skip
 rois = roi_names = None
 if border_class != NO_BORDERS:
     border_ov, border_names = surfaces.roi_overlays(subj, HEMIS, border_class)
@@ -104,24 +67,25 @@ if border_class != NO_BORDERS:
 
 
 # -- flat map ----------------------------------------------------------------------------------------
-@st.cache_data(show_spinner="Drawing the flat map…", max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16)
 def render(backend: str, values: dict, masks: dict, rois: dict | None, **kwargs) -> bytes:
     return flatmaps.flatmap_png(values, masks=masks, rois=rois, backend=backend, **kwargs)
 
 
-title = f"{subj.name}: {what}"
-slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{subj.name} {what}").strip("_").lower()
+title = f"{subj.name}: {choice.what}"
+slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{subj.name} {choice.what}").strip("_").lower()
+slot = figure_slot(420, "Drawing the flat map…")
 try:
     png = render(backend, values, masks, rois, roi_names=roi_names, title=title, **style)
 except UserError as exc:
-    st.error(str(exc))
+    slot.error(str(exc))
     st.stop()
-st.image(png, width="stretch")
+slot.image(png, width="stretch")
 st.caption(
     "Drawn by pycortex (quickflat) on its fsaverage subject (163,842 vertices per hemisphere)."
     if backend == "pycortex"
     else "Drawn from nilearn's fsaverage5 flat mesh (10,242 vertices per hemisphere; challenge vertices beyond "
-    "them are not shown). With pycortex's fsaverage subject (see *pycortex* above) it is drawn by pycortex at full resolution."
+    "them are not shown)."
 )
 st.download_button("Download PNG", png, file_name=f"{slug}_flatmap.png", mime="image/png", on_click="ignore",
                    key="flat_png")  # fmt: skip
@@ -129,7 +93,8 @@ st.download_button("Download PNG", png, file_name=f"{slug}_flatmap.png", mime="i
 # -- WebGL viewer ------------------------------------------------------------------------------------
 st.subheader("Shareable 3-D viewer")
 if no_fsaverage:
-    st.info(f"The pycortex WebGL viewer is unavailable: {no_fsaverage}")
+    st.info("The pycortex WebGL viewer is unavailable: "
+            + (no_pycortex if no_pycortex else "it needs pycortex's fsaverage subject (see *pycortex* above)."))
 else:
     st.caption("A pycortex WebGL viewer in one HTML file (zipped, about 10 MB) that opens in any browser, "
                "offline, without a server. The first export builds pycortex's mesh cache (about half a minute).")  # fmt: skip

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from core.algonauts2023 import compare
+from core.viz import charts
 
 from core.viz import surfaces
 
@@ -61,7 +62,7 @@ def test_tables_hold_the_runs_results(runs):
 
 def test_grouped_bar_chart(runs):
     table = compare.roi_table(runs, 1)
-    fig = compare.roi_bar_chart(table, title="t")
+    fig = charts.roi_bar_chart(table, title="t")
     bars = [t for t in fig.data if t.type == "bar"]
     assert len(bars) == 2 * len(runs) and fig.layout.barmode == "group"
     assert [b.name for b in bars[: len(runs)]] == [compare.run_title(r) for r in runs]
@@ -82,11 +83,11 @@ def test_layer_roi_matrix_and_heat_map(runs):
     assert matrix.columns.tolist() == lh["roi"].drop_duplicates().tolist()
     assert matrix.loc["features.3", "V1v"] == pytest.approx(
         lh.query("layers == 'features.3' and roi == 'V1v'")["median_r"].item())
-    best = compare.best_rows(matrix)
+    best = charts.best_rows(matrix)
     for roi, layer in best.items():
         assert matrix.loc[layer, roi] == matrix[roi].max()
 
-    fig = compare.layer_heatmap(matrix, title="t")
+    fig = charts.layer_heatmap(matrix, title="t")
     heat = fig.data[0]
     assert heat.type == "heatmap" and list(heat.x) == ["features.3", "features.6"]  # layers left to right
     assert list(heat.y) == matrix.columns.tolist()  # ROIs top to bottom
@@ -105,9 +106,9 @@ def test_heat_map_rows_name_what_differs(runs):
 
 
 def test_chart_download_config():
-    svg = compare.chart_config("bars", "svg")["toImageButtonOptions"]
+    svg = charts.chart_config("bars", "svg")["toImageButtonOptions"]
     assert svg == {"format": "svg", "filename": "bars", "scale": 1}
-    assert compare.chart_config("bars")["toImageButtonOptions"]["format"] == "png"
+    assert charts.chart_config("bars")["toImageButtonOptions"]["format"] == "png"
 
 
 def test_run_maps_for_the_explore_page(finished_workspace, demo_root, monkeypatch, tmp_path):

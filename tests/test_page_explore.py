@@ -249,3 +249,17 @@ def test_switching_subject_keeps_the_page_working(demo_env):
     at.sidebar.selectbox[0].select(2).run()
     assert not at.exception
     assert figure(at)["layout"]["title"]["text"].startswith("subj02: response to training image")
+
+
+def test_picking_an_roi_turns_the_camera_to_face_it(demo_env):
+    at = run_page()
+    at.radio(key="explore_mode").set_value("ROIs").run()
+    at.selectbox(key="explore_roi_class").set_value("floc-faces").run()
+    at.selectbox(key="explore_roi_floc-faces").set_value("FFA-1").run()
+    assert not at.exception
+    assert at.selectbox(key="explore_view").value == "ventral"  # FFA lies on the ventral surface
+    assert figure(at)["layout"]["scene"]["camera"]["eye"]["z"] < 0
+    assert "View: ventral, the preset that faces FFA-1." in captions(at)
+    at.selectbox(key="explore_roi_class").set_value("floc-bodies").run()
+    at.selectbox(key="explore_roi_floc-bodies").set_value("EBA").run()
+    assert at.selectbox(key="explore_view").value == "lateral"  # the extrastriate body area: lateral occipital

@@ -99,6 +99,8 @@ def test_dataset_clips_noise_ceiling_runs_and_results(env, demo2021_root):
     run = env
     at = run_page()
     assert at.title[0].value == "Videos"
+    assert "brain responses to 1-second video clips" in at.markdown[0].value  # read from the clips themselves
+    assert "its own data directory and subject" in " ".join(c.value for c in at.sidebar.caption)  # why a picker
     assert at.sidebar.text_input(key="_w_videos_data_dir").value == str(demo2021_root)
     assert at.sidebar.selectbox(key="_w_videos_subject").options == ["sub01", "sub02"]
 
@@ -209,7 +211,7 @@ def test_launch_checks_then_queues_and_cancel(demo2021_root, monkeypatch, tmp_pa
     at.button(key="videos_launch").click().run()
     assert not at.exception and not at.error
     [run] = store.list()
-    assert at.success[0].value.startswith(f"Launched run {run.id}")
+    assert at.success[0].value.startswith(f"Launched 1 run: {run.id}")
     assert run.kind == TASK_KIND and run.label == "from the page" and run.pid
     assert {k: run.config[k] for k in ("data_dir", "subjects", "tracks", "layers", "n_frames", "resolution",
                                        "n_components", "weights", "motion_energy")} == {
@@ -218,7 +220,7 @@ def test_launch_checks_then_queues_and_cancel(demo2021_root, monkeypatch, tmp_pa
         "motion_energy": None}
     assert at.dataframe[1].value["run"].tolist() == [run.id]
 
-    at.button(key=f"videos_cancel_{run.id}").click().run()
+    at.button(key=f"videos_list_cancel_{run.id}").click().run()
     assert not at.exception
     assert workers.get_run(store, run.id).status == "cancelled"
 
@@ -245,3 +247,31 @@ def test_default_demo_and_bad_directories(demo2021_root, monkeypatch, tmp_path):
     at.sidebar.text_input(key="_w_videos_data_dir").set_value(str(tmp_path / "nowhere")).run()
     assert not at.exception
     assert [e.value for e in at.error] == [f"{tmp_path / 'nowhere'}: data directory not found"]
+
+
+def test_compare_and_submission_show_video_runs(env, demo_root, monkeypatch):
+    """The Compare page draws the 2021 run's mini-track bars (no 2023 run here), the Submission page offers its
+    validated zips, and the Runs page lists it with its own columns."""
+    run = env
+    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
+    at = AppTest.from_file(str(ROOT / "pages" / "4_Compare.py"), default_timeout=90).run()
+    assert not at.exception, at.exception
+    assert "No finished fit or pipeline run" in at.info[0].value
+    assert at.selectbox(key="compare_video_subject").options == ["sub01", "sub02"]
+    bars = [t for t in chart(at, "compare_video_bars")["data"] if t["type"] == "bar"]
+    rows = [r for r in read_roi_table(run.dir, 1) if r["track"] == "mini_track"]
+    assert bars[0]["x"] == [r["roi"] for r in rows] == list(MINI_ROIS)
+    assert np.allclose(_decode(bars[0]["y"]), [r["median_r"] for r in rows])
+
+    at = AppTest.from_file(str(ROOT / "pages" / "5_Submission.py"), default_timeout=90).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="submission_video_run").value == run.id
+    assert [s.value.split(" is valid")[0] for s in at.success] == ["`mini_track.zip`", "`full_track.zip`"]
+    assert {b.proto.label for b in at.get("download_button")} == {"Download mini_track.zip", "Download full_track.zip"}
+
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Runs.py"), default_timeout=90).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert table["run"].tolist() == [run.id] and table["kind"].tolist() == ["video pipeline (2021)"]
+    assert table["WB median r"].tolist() == pytest.approx(
+        [np.mean([run.summary[s]["wb_median_r"] for s in ("sub01", "sub02")])])

@@ -48,3 +48,12 @@ def test_dataset_page_reports_bad_data(data_env):
     assert not at.exception
     assert len(at.error) == 1
     assert "rh_training_fmri.npy: expected float32 values, found dtype int16" in at.error[0].value
+
+
+def test_home_quick_start_links_the_pages(data_env):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    links = [link.proto.page for link in at.get("page_link")]
+    assert links[:3] == ["Runs", "Compare", "Submission"]  # the quick start (URL paths)
+    assert len(links) == 3 + 7  # and the tour: every page
+    assert "A full submission needs a run per subject (2 here)" in at.info[0].value

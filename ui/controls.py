@@ -45,10 +45,15 @@ def backbone_controls(key: str, columns, model_help: str, layers_help: str) -> t
     c_model, c_weights = columns
     model = c_model.selectbox("Model", backbones.FEATURED_MODELS, index=backbones.FEATURED_MODELS.index("mobilenet_v2"),
                               key=f"{key}_model", help=model_help)  # fmt: skip
-    options = {o.spec: o.label + ("" if o.available_offline else " — needs a download once")
-               for o in backbones.weights_options(model)}  # fmt: skip
-    options = {backbones.default_weights(model): "DEFAULT: torchvision's recommended weights", **options}
-    weights = c_weights.selectbox("Weights", list(options), key=f"{key}_weights_{model}", format_func=options.get)
+    described = {o.spec: o.label + ("" if o.available_offline else ", needs a download once")
+                 for o in backbones.weights_options(model)}  # fmt: skip
+    described = {backbones.default_weights(model): "torchvision's recommended weights", **described}
+    offline = {o.spec for o in backbones.weights_options(model) if o.available_offline}
+    weights = c_weights.selectbox(
+        "Weights", list(described), key=f"{key}_weights_{model}",
+        format_func=lambda w: w if w in offline or w == "DEFAULT" else f"{w} (download)",
+        help="  \n".join(f"**{w}**: {text}" for w, text in described.items()),
+    )  # fmt: skip
     try:
         layers_all = layer_choices(model, weights)
     except UserError as exc:
@@ -65,6 +70,7 @@ def backbone_controls(key: str, columns, model_help: str, layers_help: str) -> t
 
 def run_scores_table(summary, scores: dict[str, str], key: str) -> None:
     """A table of runs: ``run``, the score columns (``{column: printf format}``), then each run's settings."""
-    st.dataframe(summary, hide_index=True, key=key,
+    st.dataframe(summary, hide_index=True, key=key, placeholder="—",
                  column_order=["run", *scores, "model", "weights", "layers", "estimator", "label"],
-                 column_config={c: st.column_config.NumberColumn(format=f) for c, f in scores.items()})  # fmt: skip
+                 column_config={"run": st.column_config.TextColumn(width="medium"),
+                                **{c: st.column_config.NumberColumn(format=f, width="small") for c, f in scores.items()}})

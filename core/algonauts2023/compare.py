@@ -1,13 +1,10 @@
-"""Finished encoding runs side by side: tidy tables and Plotly figures (data in, figure out).
+"""Finished Algonauts 2023 encoding runs side by side: tidy tables (charts: ``core.viz.charts``).
 
 * ``finished_runs`` lists the done fit / pipeline runs that hold results for a subject of a data
   directory, newest first; ``run_title`` names a run in legends and menus.
 * ``summary_table`` (median r per hemisphere, challenge score) and ``roi_table`` (every run's
   ``roi_r.csv`` stacked, one row per run, hemisphere and ROI) are pandas tables ready for CSV.
-* ``summary_table_2021`` and ``roi_table_2021`` are the same for Algonauts 2021 (video) runs of
-  ``core.algonauts2021.pipeline`` (per track and ROI instead of per hemisphere).
-* ``roi_bar_chart`` draws per-ROI median r as grouped bars, left and right hemisphere (or any panels);
-  ``layer_roi_matrix`` + ``layer_heatmap`` show which layer predicts which ROI best;
+* ``layer_roi_matrix``: which layer predicts which ROI best (drawn by ``core.viz.charts.layer_heatmap``);
   ``accuracy_surface_figure`` puts a run's validation r on fsaverage (``core.viz.plotting``).
 * Importing this module registers the ``runs`` per-vertex map provider (``core.viz.surfaces``): the
   validation r of each finished run, offered wherever ``vertex_maps`` is (the Explore page).
@@ -24,7 +21,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from core.features import backbones
 
@@ -36,7 +32,6 @@ from core.viz import surfaces
 
 from core.algonauts2023 import results
 from core.algonauts2023.dataset import HEMIS, ROI_CLASSES
-from core.algonauts2021.dataset import TRACKS as TRACKS_2021
 from core.runs.store import DB_NAME, Run, RunStore, default_workspace
 
 RESULT_KINDS = ("fit", "pipeline")
@@ -44,7 +39,6 @@ MAX_MAPS = 12  # newest runs offered as per-vertex maps
 RUN_COLUMNS = ("run", "run_id", "label", "model", "weights", "layers", "estimator")
 ROI_COLUMNS = (*RUN_COLUMNS, "hemi", "roi", "roi_class", "n_vertices", "median_r", "mean_r", "median_noise_normalized")
 _ROI_CLASS = {roi: cls for cls, names in ROI_CLASSES.items() for roi in names}
-ROI_COLUMNS_2021 = ("track", "roi", "n_voxels", "median_r", "mean_r", "median_noise_normalized", "mean_nnc")
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -69,7 +63,7 @@ def run_title(run: Run) -> str:
     return f"{cfg.get('model')} {layers_label(run)} {cfg.get('estimator')}{weights} ({run.id[-4:]})"
 
 
-def _describe(run: Run) -> dict[str, Any]:
+def describe_run(run: Run) -> dict[str, Any]:
     cfg = run.config
     values = (run_title(run), run.id, run.label, cfg.get("model"), cfg.get("weights"), layers_label(run),
               cfg.get("estimator"))  # fmt: skip
@@ -98,7 +92,7 @@ def summary_table(runs: Sequence[Run], subject: int) -> pd.DataFrame:
     rows = []
     for run in runs:
         s = run_scores(run, subject)
-        rows.append({**_describe(run), "lh median r": s["lh_median_r"], "rh median r": s["rh_median_r"],
+        rows.append({**describe_run(run), "lh median r": s["lh_median_r"], "rh median r": s["rh_median_r"],
                      "noise-normalised score (%)": s["noise_normalized"]})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -106,7 +100,7 @@ def summary_table(runs: Sequence[Run], subject: int) -> pd.DataFrame:
 def roi_table(runs: Sequence[Run], subject: int) -> pd.DataFrame:
     """Every run's per-ROI table stacked: run, config, hemi, roi, roi_class, n_vertices, median_r, mean_r,
     median_noise_normalized (NaN where undefined). ``roi_class`` is empty for ``all vertices``."""
-    rows = [{**_describe(run), **row, "roi_class": _ROI_CLASS.get(row["roi"], "")}
+    rows = [{**describe_run(run), **row, "roi_class": _ROI_CLASS.get(row["roi"], "")}
             for run in runs for row in results.load_roi_table(run, subject)]  # fmt: skip
     return pd.DataFrame(rows, columns=list(ROI_COLUMNS))
 
@@ -118,81 +112,7 @@ def noise_normalized_pivot(table: pd.DataFrame, index: Sequence[str] = ("hemi", 
     return wide.reindex(columns=list(dict.fromkeys(table["run"])))
 
 
-# -- Algonauts 2021 (videos) runs ----------------------------------------------------------------
-def summary_table_2021(runs: Sequence[Run], subject: int) -> pd.DataFrame:
-    """One row per ``core.algonauts2021.pipeline`` run: its config, whole-brain median r, and per track the 2021
-    leaderboard score (mean r / sqrt(reliability)) and the noise-normalised score (%) (None for a track
-    the run did not fit)."""
-    rows = []
-    for run in runs:
-        m = results.load_metrics(run)[f"sub{subject:02d}"]
-        nn, nnc = m.get("noise_normalized") or {}, m.get("nnc_2021") or {}
-        rows.append({**_describe(run), "WB median r": m.get("wb_median_r"),
-                     **{f"{t} 2021 score": nnc.get(t) for t in TRACKS_2021},
-                     **{f"{t} score (%)": nn.get(t) for t in TRACKS_2021}})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def roi_table_2021(runs: Sequence[Run], subject: int) -> pd.DataFrame:
-    """Every ``core.algonauts2021.pipeline`` run's per-ROI table stacked: run, config, track, roi (mini-track ROIs,
-    then ``WB``), n_voxels, median_r, mean_r, median_noise_normalized, mean_nnc (NaN where undefined)."""
-    from core.algonauts2021.pipeline import read_roi_table
-
-    rows = [{**_describe(run), **row} for run in runs for row in read_roi_table(run.dir, subject)]
-    return pd.DataFrame(rows, columns=[*RUN_COLUMNS, *ROI_COLUMNS_2021])
-
-
 # -- figures -----------------------------------------------------------------------------------
-def chart_config(filename: str, fmt: str = "png") -> dict:
-    """``st.plotly_chart`` config whose camera button downloads the chart as ``fmt`` (png or svg)."""
-    options = {"format": fmt, "filename": filename, "scale": 2 if fmt == "png" else 1}
-    return {"displaylogo": False, "toImageButtonOptions": options}
-
-
-def _color(i: int) -> str:
-    return plotting.CATEGORY_COLORS[i % len(plotting.CATEGORY_COLORS)]
-
-
-def roi_bar_chart(table: pd.DataFrame, title: str | None = None, height: int = 620, *, facet: str | None = "hemi",
-                  facets: Mapping[str, str] | None = None, count: str = "n_vertices",
-                  unit: str = "vertices") -> go.Figure:
-    """Grouped bars of per-ROI median r, one colour per run: left hemisphere above, right below.
-
-    More generally one panel per value of the column ``facet`` (``facets``: value -> panel title,
-    default the hemispheres), or a single panel with ``facet=None`` (e.g. ``roi_table_2021``'s
-    ROIs, with ``count="n_voxels", unit="voxels"``); ``count`` is shown on hover.
-    """
-    rois = list(dict.fromkeys(table["roi"]))
-    runs = list(dict.fromkeys(table["run"]))
-    if facet is None:
-        panels: dict = {None: None}
-    else:
-        panels = dict(facets) if facets is not None else {h: plotting.HEMI_TITLES[h] for h in HEMIS}
-    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.09,
-                        subplot_titles=None if facet is None else list(panels.values()))  # fmt: skip
-    for row, key in enumerate(panels, start=1):
-        rows = table if facet is None else table[table[facet] == key]
-        for i, run in enumerate(runs):
-            part = rows[rows["run"] == run].set_index("roi").reindex(rois)
-            fig.add_trace(
-                go.Bar(
-                    x=rois, y=part["median_r"].to_numpy(dtype=float), name=run, legendgroup=run,
-                    showlegend=row == 1, marker_color=_color(i), customdata=part[count].fillna(0).astype(int),
-                    hovertemplate=f"%{{x}}: median r %{{y:.3f}} (%{{customdata}} {unit})<extra>" + run + "</extra>",
-                ),
-                row=row, col=1,
-            )  # fmt: skip
-        fig.update_yaxes(title_text="median r", zeroline=True, zerolinecolor="#888", row=row, col=1)
-    fig.update_xaxes(categoryorder="array", categoryarray=rois, tickangle=-45)
-    fig.update_layout(
-        barmode="group", height=height, title=dict(text=title, x=0.5, xanchor="center") if title else None,
-        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0, title_text="runs: "),
-        margin=dict(l=60, r=20, t=70 if title else 30, b=20), plot_bgcolor="white", paper_bgcolor="white",
-    )  # fmt: skip
-    fig.update_yaxes(gridcolor="#e5e5e5")
-    return fig
-
-
 def _natural_key(text: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
@@ -228,35 +148,6 @@ def layer_roi_matrix(table: pd.DataFrame, hemi: str,
     matrix.index = [labels[r.run] for r in chosen]
     matrix.index.name, matrix.columns.name = "layers", "roi"
     return matrix
-
-
-def best_rows(matrix: pd.DataFrame) -> pd.Series:
-    """The row label with the highest value in each column (NaN-only columns left out)."""
-    return matrix.dropna(axis=1, how="all").idxmax(axis=0)
-
-
-def layer_heatmap(matrix: pd.DataFrame, title: str | None = None, colorbar_title: str = "median r") -> go.Figure:
-    """A ``layer_roi_matrix`` as a heat map: layers left to right, ROIs top to bottom, each ROI's best
-    layer starred."""
-    z = matrix.to_numpy(dtype=float).T
-    best = best_rows(matrix)
-    text = [[("" if math.isnan(v) else f"{'★ ' if best.get(roi) == layer else ''}{v:.2f}")
-             for layer, v in zip(matrix.index, values)] for roi, values in zip(matrix.columns, z)]  # fmt: skip
-    fig = go.Figure(
-        go.Heatmap(
-            z=z, x=list(matrix.index), y=list(matrix.columns), text=text, texttemplate="%{text}",
-            colorscale="Viridis", colorbar=dict(title=dict(text=colorbar_title, side="right")), xgap=1, ygap=1,
-            hovertemplate="%{x} → %{y}: %{z:.3f}<extra></extra>",
-        )
-    )  # fmt: skip
-    fig.update_layout(
-        height=max(300, 110 + 24 * len(matrix.columns)),
-        title=dict(text=title, x=0.5, xanchor="center") if title else None,
-        margin=dict(l=20, r=20, t=50 if title else 20, b=40), plot_bgcolor="white", paper_bgcolor="white",
-    )  # fmt: skip
-    fig.update_xaxes(type="category", title_text="layers")
-    fig.update_yaxes(autorange="reversed", type="category", automargin=True)
-    return fig
 
 
 def accuracy_surface_figure(run: Run, subject: Any, surfs: Mapping[str, surfaces.Surface], **kwargs) -> go.Figure:

@@ -386,7 +386,7 @@ def flatmap_png(
         ax.add_collection(LineCollection(segs, colors="white", linewidths=2 * scale, zorder=5))
         ax.add_collection(LineCollection(segs, colors="black", linewidths=4 * scale, alpha=0.45, zorder=4))
         if roi_names:
-            _name_rois(ax, xy, counts, codes, roi_names, 17 * scale)
+            _name_rois(ax, xy, counts, codes, roi_names, 17 * scale, (x1 - x0) / map_w * dpi / 72)
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
@@ -401,19 +401,45 @@ def flatmap_png(
     return buf.getvalue()
 
 
+def spread_labels(xy: np.ndarray, half_widths: np.ndarray, half_height: float, iterations: int = 200) -> np.ndarray:
+    """Label centres moved apart (vertically, the least each) until no two label boxes overlap: boxes of
+    ``2 * half_widths[i]`` x ``2 * half_height`` around ``xy[i]``, all in data units."""
+    xy = np.array(xy, dtype=float)
+    hw = np.asarray(half_widths, dtype=float)
+    for _ in range(iterations):
+        dx = xy[:, None, 0] - xy[None, :, 0]
+        dy = xy[:, None, 1] - xy[None, :, 1]
+        over_x = hw[:, None] + hw[None, :] - np.abs(dx)
+        over_y = 2 * half_height - np.abs(dy)
+        hit = (over_x > 0) & (over_y > 0)
+        np.fill_diagonal(hit, False)
+        if not hit.any():
+            break
+        # ties (same height) part by index so that two labels on one spot separate
+        sign = np.where(dy != 0, np.sign(dy), np.sign(np.arange(len(xy))[:, None] - np.arange(len(xy))[None, :]))
+        xy[:, 1] += np.where(hit, sign * over_y, 0.0).sum(axis=1) * 0.25  # each of a pair moves a share
+    return xy
+
+
 def _name_rois(
-    ax, xy: np.ndarray, counts: Mapping[str, int], codes: np.ndarray, names: Mapping[int, str], size: float
+    ax, xy: np.ndarray, counts: Mapping[str, int], codes: np.ndarray, names: Mapping[int, str], size: float,
+    data_per_pt: float,
 ) -> None:
-    """Each ROI's name at its median position, per hemisphere."""
+    """Each ROI's name near its median position, per hemisphere, moved apart where names would overlap."""
     import matplotlib.patheffects as pe
 
     start = 0
     for h in HEMIS:
         part = codes[start : start + counts[h]]
+        found = []
         for code, name in names.items():
             where = np.flatnonzero(part == code)
             if where.size:
-                x, y = np.median(xy[start + where], axis=0)
+                found.append((name, np.median(xy[start + where], axis=0)))
+        if found:
+            half_widths = np.array([0.32 * size * len(name) + 0.2 * size for name, _ in found]) * data_per_pt
+            placed = spread_labels(np.array([p for _, p in found]), half_widths, 0.62 * size * data_per_pt)
+            for (name, _), (x, y) in zip(found, placed):
                 ax.text(x, y, name, ha="center", va="center", fontsize=size, fontweight="bold", color="white", zorder=6,
                         path_effects=[pe.withStroke(linewidth=size / 5, foreground="black")])  # fmt: skip
         start += counts[h]

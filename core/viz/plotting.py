@@ -145,6 +145,26 @@ def camera(
     return dict(eye=dict(zip("xyz", eye.tolist())), up=dict(zip("xyz", upv.tolist())), center=dict(x=0, y=0, z=0))
 
 
+def facing_view(
+    surfaces: Mapping[str, Surface], values: Mapping[str, np.ndarray | None], views: Sequence[str] = VIEWS
+) -> str | None:
+    """The camera preset (of ``views``) that sees most of the vertices with values, e.g. an ROI: the view
+    whose direction best matches their outward surface normals, summed over vertices and hemispheres.
+    None when no vertex has a value."""
+    score = dict.fromkeys(views, 0.0)
+    found = False
+    for hemi, surf in surfaces.items():
+        vals = fit_values(surf, values.get(hemi))
+        if vals is None or not np.isfinite(vals).any():
+            continue
+        found = True
+        normals = surf.normals()[np.isfinite(vals)].astype(np.float64)
+        for view in views:
+            eye = np.array(list(camera(view, hemi, surf.mesh)["eye"].values()))
+            score[view] += float(np.clip(normals @ (eye / (np.linalg.norm(eye) or 1.0)), 0, None).sum())
+    return max(score, key=score.get) if found else None
+
+
 @functools.lru_cache(maxsize=64)
 def _aspect(surface: Surface) -> tuple[float, float, float]:
     """Scene aspect ratio from the extent of the vertices in faces (Plotly's ``aspectmode="data"``

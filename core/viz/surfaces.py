@@ -96,6 +96,19 @@ class Surface:
             self._derived["shading"] = _readonly(shade.astype(np.float32))
         return self._derived["shading"]
 
+    def normals(self) -> np.ndarray:
+        """Unit outward normal per vertex (float32 (n, 3); the area-weighted mean of its faces' normals)."""
+        if "normals" not in self._derived:
+            xyz = self.coords.astype(np.float64)
+            a, b, c = (xyz[self.faces[:, i]] for i in range(3))
+            per_face = np.cross(b - a, c - a)
+            out = np.zeros_like(xyz)
+            for i in range(3):
+                np.add.at(out, self.faces[:, i], per_face)
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            self._derived["normals"] = _readonly(out.astype(np.float32))
+        return self._derived["normals"]
+
     def decimate(self, n_vertices: int) -> "Surface":
         """The same surface on the coarser icosahedron with ``n_vertices`` (40,962 or 10,242, ...).
 
