@@ -216,3 +216,19 @@ def test_without_pycortex_everything_but_pycortex_keeps_working(monkeypatch, dem
     assert pixels(flatmaps.flatmap_png(nc, masks=masks, height=200)).size
     with pytest.raises(flatmaps.PycortexUnavailable, match="pycortex is not available"):
         flatmaps.static_viewer_zip(nc, masks=masks)
+
+
+def test_roi_names_are_moved_apart_until_they_do_not_overlap():
+    from core.viz.flatmaps import spread_labels
+
+    xy = np.array([[0.0, 0.0], [0.5, 0.1], [0.2, 0.0], [9.0, 9.0]])  # three names on one spot, one far away
+    half_widths = np.array([1.0, 1.0, 1.0, 1.0])
+    out = spread_labels(xy, half_widths, 0.5)
+    for i in range(4):
+        for j in range(i + 1, 4):
+            apart_x = abs(out[i, 0] - out[j, 0]) >= half_widths[i] + half_widths[j]
+            apart_y = abs(out[i, 1] - out[j, 1]) >= 2 * 0.5 - 1e-9
+            assert apart_x or apart_y, (i, j, out)
+    assert np.array_equal(out[:, 0], xy[:, 0])  # moved vertically only
+    assert np.array_equal(out[3], xy[3])  # a name with room stays where it was
+    assert np.abs(out[:3, 1]).max() < 1.5  # and the others stay near their ROI

@@ -129,14 +129,17 @@ def test_done_fits_show_their_accuracy(finished_env):
 
 
 def test_live_progress_of_a_running_run(env):
-    run = workers.launch(env, SLEEP, {"steps": 400, "sleep": 0.05})
+    run = workers.launch(env, SLEEP, {"steps": 2000, "sleep": 0.05})  # cancelled below: long enough on a busy machine
     try:
         wait_running(env, run.id)
         at = run_page()
         bars = at.get("progress")
-        assert any(run.id in b.proto.text for b in bars)
+        assert any(run.id in b.proto.text for b in bars), [b.proto.text for b in bars]
         assert 0 < bars[0].proto.value < 100
         assert at.button(key="runs_cancel")  # an active run can be cancelled
+        [detail] = [b for b in bars if b.proto.text.startswith("running")]  # the details' bar: same read as the list's
+        assert detail.proto.value == bars[0].proto.value
+        assert at.dataframe[0].proto.placeholder == "—"  # no literal None in the median r of a running run
     finally:
         workers.cancel(env, run.id)
         wait_final(env, run.id)

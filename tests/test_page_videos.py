@@ -275,3 +275,18 @@ def test_compare_and_submission_show_video_runs(env, demo_root, monkeypatch):
     assert table["run"].tolist() == [run.id] and table["kind"].tolist() == ["video pipeline (2021)"]
     assert table["WB median r"].tolist() == pytest.approx(
         [np.mean([run.summary[s]["wb_median_r"] for s in ("sub01", "sub02")])])
+
+
+def test_the_runs_page_launches_the_video_kind_too(demo2021_root, demo_root, monkeypatch, tmp_path):
+    """A registered run kind brings its own form to the Runs page: the 2021 pipeline on the Videos page's data."""
+    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("BES_DATA2021_DIR", str(demo2021_root))
+    monkeypatch.setenv("BES_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Runs.py"), default_timeout=90).run()
+    assert at.selectbox(key="runs_kind").options == ["fit", "pipeline", "extract", "video pipeline (2021)"]
+    at.selectbox(key="runs_kind").select_index(3).run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="runs_tracks").value == ["mini_track", "full_track"]
+    assert at.multiselect(key="runs_run_subjects").value == [1, 2]
+    assert "runs_scope" not in [r.key for r in at.radio]  # grids are the fit kind's

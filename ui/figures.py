@@ -15,9 +15,9 @@ _SPINNER = ("data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width=
             "repeatCount='indefinite'/%3E%3C/circle%3E%3C/svg%3E")  # fmt: skip
 _CSS = f"""<style>
 [data-testid="stPlotlyChart"] {{ background: url("{_SPINNER}") center / 40px no-repeat; }}
-.bes-figure-slot {{ display: flex; align-items: center; justify-content: center; gap: 0.6rem; color: #777;
-  border: 1px dashed #ddd; border-radius: 0.5rem; background: url("{_SPINNER}") center 40% / 40px no-repeat; }}
 </style>"""
+_SLOT = ("display:flex;flex-direction:column;align-items:center;justify-content:center;gap:0.8rem;color:#777;"
+         f"border:1px dashed #ccc;border-radius:0.5rem;height:{{height}}px")
 
 
 def placeholder_style() -> None:
@@ -26,8 +26,9 @@ def placeholder_style() -> None:
 
 
 def figure_slot(height: int, text: str = "Drawing the figure…", where=st):
-    """An ``st.empty`` holding a placeholder of ``height`` px with a spinner; fill it with ``show_figure``."""
+    """An ``st.empty`` holding a placeholder of ``height`` px with a spinner; fill it with the figure
+    (``slot.plotly_chart``, ``slot.image``)."""
     slot = where.empty()
-    slot.html(f'<div class="bes-figure-slot" data-testid="bes-figure-slot" style="height:{height}px">'
-              f'<span style="margin-top:{height // 3}px">{text}</span></div>')  # fmt: skip
+    slot.html(f'<div data-testid="bes-figure-slot" style="{_SLOT.format(height=height)}">'
+              f'<img src="{_SPINNER}" width="40" height="40" alt=""><span>{text}</span></div>')
     return slot

@@ -198,7 +198,7 @@ def encode(cfg: EncodingConfig, out: Path, *, submission: bool, progress: Progre
         artifacts.write_roi_table(out / subj.name, _roi_rows(result))
         metrics[subj.name] = _subject_summary(result, subj)
         if log is not None:
-            log(f"{subj.name}: median r lh {metrics[subj.name]['lh_median_r']}, rh {metrics[subj.name]['rh_median_r']}")
+            log(f"{subj.name}: median r " + ", ".join(f"{h} {v:.3f}" if (v := metrics[subj.name][f"{h}_median_r"]) is not None else f"{h} n/a" for h in HEMIS))
     if submission:
         with timed(timings, "submission", log):
             predictions = {s: {h: artifacts.read_part(out / f"subj{s:02d}", h, "pred_test", mmap=True) for h in HEMIS}
