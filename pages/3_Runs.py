@@ -89,9 +89,9 @@ with st.expander("Settings"):
                                    help="Share of the training images held out to measure validation r.")  # fmt: skip
     seed = b2.number_input("Seed", 0, 2**31 - 1, 0, key="runs_seed")
     if grid:
-        workers = b3.number_input("Runs at once", 1, 16, 1, key="runs_workers", help="Local worker processes.")
-        ray_address = b4.text_input("Ray address (optional)", key="runs_ray",
-                                    help="Each run as a Ray task. Empty: $BES_RAY_ADDRESS, else local workers.")
+        workers = b3.number_input("Runs at once", 1, 16, 1, key="runs_workers",
+                                  help="Local worker processes; with $BES_RAY_ADDRESS set where the server runs, "
+                                       "each run is a task on that Ray cluster instead.")  # fmt: skip
 label = st.text_input("Label (optional)", key="runs_label", help="Shown in the run list; searchable.")
 
 common = dict(data=str(ds.root), model=model, weights=weights, layers=layers, device=DEVICES[device],
@@ -112,8 +112,7 @@ if st.button("Launch", type="primary", disabled=not configs or not layers, key="
     try:
         with st.spinner("Checking the settings and starting the worker…"):
             if grid:
-                launched = jobs.launch_grid(store, "fit", configs, label=label, max_workers=int(workers),
-                                            ray_address=ray_address.strip() or None)  # fmt: skip
+                launched = jobs.launch_grid(store, "fit", configs, label=label, max_workers=int(workers))
             else:
                 launched = [jobs.launch(store, kind, configs[0], label=label)]
     except UserError as exc:

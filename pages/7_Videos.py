@@ -118,6 +118,7 @@ st.markdown(
 if root == paths.demo2021_dir() and not is_demo2021(root):
     wait_for_demo(root, "core.algonauts2021.demo.ensure_demo2021", "the video demo")
 try:
+    paths.check_browsable(root)  # BES_DATA_ROOTS: a browser user opens only these folders
     with st.spinner("Reading and checking the video dataset (the first time only: the responses are cached)…"):
         dataset = open_dataset2021(root)
 except UserError as exc:
