@@ -415,8 +415,8 @@ class _LayerJob:
             raise
 
     def _need_disk(self, root: Path, nbytes: int) -> None:
-        check_free(root, nbytes, f"layer {self.layer}'s scratch files; set BES_CACHE_DIR to a bigger disk, or pool "
-                                 "/ pick a smaller layer")
+        check_free(root, nbytes, f"layer {self.layer}'s features",
+                   "set BES_CACHE_DIR to a bigger disk, or pool / pick a smaller layer")
 
     def add(self, out, split: str) -> None:
         cfg = self.cfg
@@ -710,6 +710,6 @@ def run_extraction(
             job.abort(exc)
         if isinstance(exc, OSError) and exc.errno in DISK_FULL:
             need = sum(job.need for job in jobs.values())
-            raise disk_full_error(root, need or None, "for the feature cache; set BES_CACHE_DIR to a bigger disk") \
+            raise disk_full_error(root, need or None, "the feature cache", "set BES_CACHE_DIR to a bigger disk") \
                 from None
         raise

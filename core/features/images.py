@@ -257,8 +257,8 @@ def _allocate(path: Path) -> None:
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError as exc:
-            raise disk_full_error(path.parent.parent, size, "for the pixel cache; set BES_CACHE_DIR to a "
-                                  "bigger disk") from None
+            raise disk_full_error(path.parent.parent, size, "the pixel cache", "set BES_CACHE_DIR to a bigger disk") \
+                from None
     finally:
         os.close(fd)
 

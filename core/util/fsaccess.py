@@ -14,6 +14,7 @@ from pathlib import Path
 from core.util.errors import DatasetError, UserError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+ONE_LINE_ERRNOS = (*DISK_FULL, errno.EACCES, errno.EPERM, errno.ELOOP, errno.EIO, errno.EROFS, errno.ENAMETOOLONG)
 _REASONS = {
     errno.EACCES: "permission denied (this user may not read it; check its permissions)",
     errno.EPERM: "permission denied (this user may not read it; check its permissions)",
@@ -100,8 +101,9 @@ def free_bytes(folder: str | os.PathLike) -> int | None:
     return None
 
 
-def disk_full_message(folder: str | os.PathLike, needed: float | None, hint: str = "") -> str:
-    """``"<folder>: not enough disk space (needs about 1.2 GB, 300 MB free)"``."""
+def disk_full_message(folder: str | os.PathLike, needed: float | None, what: str = "the files",
+                      hint: str = "") -> str:
+    """``"<folder>: no room for <what> (needs about 1.2 GB, 300 MB free); <hint>"``."""
     free = free_bytes(folder)
     parts = []
     if needed is not None:
@@ -109,15 +111,17 @@ def disk_full_message(folder: str | os.PathLike, needed: float | None, hint: str
     if free is not None:
         parts.append(f"{human_bytes(free)} free")
     detail = f" ({', '.join(parts)})" if parts else ""
-    return f"{folder}: not enough disk space{detail}{'; ' + hint if hint else ''}"
+    return f"{folder}: no room for {what} on this disk{detail}{'; ' + hint if hint else ''}"
 
 
-def disk_full_error(folder: str | os.PathLike, needed: float | None, hint: str = "") -> UserError:
-    return UserError(disk_full_message(folder, needed, hint))
+def disk_full_error(folder: str | os.PathLike, needed: float | None, what: str = "the files",
+                    hint: str = "") -> UserError:
+    return UserError(disk_full_message(folder, needed, what, hint))
 
 
-def check_free(folder: str | os.PathLike, needed: float, hint: str = "", margin: float = 1.05) -> None:
+def check_free(folder: str | os.PathLike, needed: float, what: str = "the files", hint: str = "",
+               margin: float = 1.05) -> None:
     """``UserError`` (one line) unless ``folder`` has ``needed`` bytes free (with a small margin)."""
     free = free_bytes(folder)
     if free is not None and needed * margin > free:
-        raise disk_full_error(folder, needed, hint)
+        raise disk_full_error(folder, needed, what, hint)

@@ -65,7 +65,7 @@ def work_dir(out: str | os.PathLike, what: str = "work", needed: float | None = 
     except OSError as exc:
         if exc.errno in DISK_FULL:
             written = _tree_bytes(work)
-            raise disk_full_error(out.parent, max(needed or 0, written) or None,
+            raise disk_full_error(out.parent, max(needed or 0, written) or None, "the results",
                                   "free some space or choose another --out") from None
         raise
     finally:
