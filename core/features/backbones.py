@@ -346,7 +346,7 @@ def read_state_dict_file(path: Path):
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4"
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):  # not a pickle torch writes (text, another protocol...)
+        if "global" not in str(exc).lower():  # not a pickle torch writes (text, another protocol...)
             raise UserError(f"{path}: not a readable state dict (damaged, truncated, or not a PyTorch file)") from None
         # torch's restricted unpickler refused it: the pickle wants to build objects or run code
         raise UserError(f"{path}: not a plain state dict: it holds pickled Python objects besides tensors, which are "
