@@ -301,16 +301,27 @@ def test_disk_full_messages_use_useful_units(tmp_path, monkeypatch):
     assert [fsaccess.human_bytes(n) for n in (512, 1_300_000, 2.4e9)] == ["512 bytes", "1.3 MB", "2.4 GB"]
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MB tmpfs (root only; skipped where mounting is not allowed)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+def _mount(folder: Path, size: str) -> Path:
+    """A tmpfs of ``size`` at ``folder`` (root only; the test is skipped where mounting is not allowed)."""
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
                                            capture_output=True).returncode != 0:
         pytest.skip("cannot mount a small file system here")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    return folder
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB file system."""
+    yield _mount(tmp_path / "small", "3m")
+    subprocess.run(["umount", "-l", str(tmp_path / "small")], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 kB file system."""
+    yield _mount(tmp_path / "tiny", "64k")
+    subprocess.run(["umount", "-l", str(tmp_path / "tiny")], check=False)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -333,13 +344,14 @@ def test_a_full_feature_cache_is_one_line_and_leaves_nothing(tmp_path, small_dis
     assert not list((small_disk / "features").iterdir()) and not _leftovers(small_disk)
 
 
-def test_a_full_out_disk_is_one_line_and_leaves_nothing(tmp_path, small_disk):
-    out = small_disk / "out"
-    with pytest.raises(UserError) as exc:
-        with outdir.work_dir(out, "pipeline") as work:
-            (work / "big.npy").write_bytes(b"\0" * (4 << 20))
-    assert str(exc.value).startswith(f"{small_disk}: no room for the results on this disk (needs about 3.")
-    assert list(small_disk.iterdir()) == []
+@pytest.mark.slow
+def test_a_full_out_disk_is_one_line_and_leaves_nothing(demo_root, cache, tiny_disk, capsys):
+    out = tiny_disk / "out"
+    assert main(["pipeline", "--data", str(demo_root), "--subjects", "1", "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tiny_disk}: no room for the results on this disk (needs about ") and \
+        err.endswith("; free some space or choose another --out\n") and err.count("\n") == 1
+    assert list(tiny_disk.iterdir()) == []
 
 
 # -- 6. submission validators on hostile zips -----------------------------------------------------

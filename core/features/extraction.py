@@ -32,7 +32,7 @@ import numpy as np
 
 from core.util import paths
 from core.util.atomicdir import clean_stale, set_aside, staging_dir
-from core.util.fsaccess import DISK_FULL, check_free, disk_full_error
+from core.util.fsaccess import check_free, disk_full_error, is_disk_full
 from core.features.backbones import check_layers, check_model, load_backbone, resolve_weights
 from core.util.errors import UserError
 from core.util.fileio import write_json
@@ -708,7 +708,7 @@ def run_extraction(
     except BaseException as exc:
         for job in jobs.values():
             job.abort(exc)
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        if isinstance(exc, OSError) and is_disk_full(exc, root):
             need = sum(job.need for job in jobs.values())
             raise disk_full_error(root, need or None, "the feature cache", "set BES_CACHE_DIR to a bigger disk") \
                 from None

@@ -101,6 +101,17 @@ def free_bytes(folder: str | os.PathLike) -> int | None:
     return None
 
 
+def is_disk_full(exc: OSError, folder: str | os.PathLike) -> bool:
+    """Whether ``exc`` means the disk holding ``folder`` is full: ENOSPC / EDQUOT, or the errno-less
+    "N requested and M written" that numpy's writers raise on a short write, with under 1 MB left."""
+    if exc.errno in DISK_FULL:
+        return True
+    if exc.errno is None and "requested and" in str(exc):
+        free = free_bytes(folder)
+        return free is not None and free < (1 << 20)
+    return False
+
+
 def disk_full_message(folder: str | os.PathLike, needed: float | None, what: str = "the files",
                       hint: str = "") -> str:
     """``"<folder>: no room for <what> (needs about 1.2 GB, 300 MB free); <hint>"``."""

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 from core.util.atomicdir import clean_dead_workdirs, workdir_name
 from core.util.errors import UserError
-from core.util.fsaccess import DISK_FULL, describe, disk_full_error
+from core.util.fsaccess import describe, disk_full_error, is_disk_full
 
 RULE = ("--out must be a new or empty folder; one holding earlier results is refused unless --force is given "
         "(then files of the same names are replaced, others kept)")
@@ -63,7 +63,7 @@ def work_dir(out: str | os.PathLike, what: str = "work", needed: float | None = 
     try:
         yield work
     except OSError as exc:
-        if exc.errno in DISK_FULL:
+        if is_disk_full(exc, work):
             written = _tree_bytes(work)
             raise disk_full_error(out.parent, max(needed or 0, written) or None, "the results",
                                   "free some space or choose another --out") from None
