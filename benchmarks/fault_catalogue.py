@@ -253,14 +253,16 @@ def evil_mapping(d: Path) -> None:
 
 
 def cache_damage(kind: str, damage: Callable[[Path], None]) -> Case:
-    """Run extract once, damage every ``kind`` entry, run again: it must go on and leave whole entries."""
+    """Run extract once, damage every ``kind`` entry, run again (pixels: for another layer, so that they are
+    needed): it must go on, rebuild the entry and leave whole entries."""
     def run() -> Outcome:
         first = cli("extract", "--data", BASE, "--subject", "1", *EXTRACT)
         if first.rc != 0:
             return Outcome(first.rc, first.err, first.seconds, False, "first run failed")
         for e in entries(kind):
             damage(e)
-        out = cli("extract", "--data", BASE, "--subject", "1", *EXTRACT)
+        again = [*EXTRACT, "--layers", "features.3"] if kind == "images" else EXTRACT
+        out = cli("extract", "--data", BASE, "--subject", "1", *again)
         out.ok = "damaged cache entry" in out.err
         out.note = "repaired" if out.ok else "no repair reported"
         return out

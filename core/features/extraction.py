@@ -36,7 +36,9 @@ from core.util.fsaccess import check_free, disk_full_error, is_disk_full
 from core.features.backbones import check_layers, check_model, load_backbone, resolve_weights
 from core.util.errors import UserError
 from core.util.fileio import write_json
-from core.features.images import ImageCache, build_image_cache, fingerprint_images, preprocessing_spec
+from core.features.images import (
+    ImageCache, build_image_cache, fingerprint_images, max_image_pixels, preprocessing_spec,
+)
 from core.util.npystream import NpyReader, NpyWriter, npy_complete
 from core.util.progress import Progress, report, scaled
 from core.features.reduction import (
@@ -583,6 +585,7 @@ def run_extraction(
 
     t_start = time.perf_counter()
     cfg = config.validated()
+    max_image_pixels()  # a malformed $BES_MAX_IMAGE_PIXELS stops the run before the model loads
     info = resolve_weights(cfg.model, cfg.weights)
     layers = check_layers(cfg.model, cfg.layers, info)
     kind, k = stimuli.kind, int(stimuli.frames_per_item)
