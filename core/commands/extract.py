@@ -66,9 +66,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    if not folder.is_dir():
+    from core.util import fsaccess
+
+    if not fsaccess.is_dir(folder):
         raise UserError(f"{folder}: not a folder")
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(p for p in fsaccess.list_dir(folder) if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return images
