@@ -58,15 +58,15 @@ def _one_line_error(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.algonauts2021.dataset import is_2021_layout
 
+    args.out = outdir.prepare_out(args.out, args.force)  # first: a refusal costs nothing
     return (_run_2021 if is_2021_layout(args.data) else _run_2023)(args)
 
 
 def _in_work_dir(args: argparse.Namespace, produce) -> dict:
     """Run ``produce(work) -> (metrics, names)`` in a work folder beside ``--out``; move only ``names`` into it."""
-    out = outdir.prepare_out(args.out, args.force)
-    with outdir.work_dir(out, "pipeline") as work:
+    with outdir.work_dir(args.out, "pipeline") as work:
         metrics, names = produce(work)
-        outdir.publish(work, out, names)
+        outdir.publish(work, args.out, names)
     return metrics
 
 
