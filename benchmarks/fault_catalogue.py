@@ -1,6 +1,6 @@
 """Fault catalogue (issue #14): bad inputs and faults thrown at the real commands, run by hand.
 
-    python benchmarks/fault_catalogue.py [--only SUBSTRING] [--keep]
+    python benchmarks/fault_catalogue.py [--only TEXT [TEXT ...]] [--keep]
 
 On a one-subject demo (80 training + 10 test images) and a small video demo, each case damages a copy
 of the data, the cache, the output folder or a running process, runs the real command in a fresh
@@ -478,7 +478,7 @@ def roi_pickle_case(name: str, obj, raw: bytes | None = None) -> Case:
     def run() -> Outcome:
         d = copy_data(f"2021-{slug(name)}", BASE21)
         target = next((d / "participants_data_v2021" / "mini_track").glob("sub01/V1.pkl"))
-        replace(target, raw if raw is not None else pickle.dumps(obj, protocol=2))
+        replace(target, raw if raw is not None else pickle.dumps(obj))
         o = cli("info", "--data", d)
         o.ok = not MARKER.exists()
         return o
@@ -608,7 +608,7 @@ BASE21 = WORK / "base2021"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help="run only cases whose name holds this text")
+    parser.add_argument("--only", nargs="+", help="run only cases whose name holds one of these texts")
     parser.add_argument("--keep", action="store_true", help=f"keep the work folder ({WORK})")
     args = parser.parse_args()
     WORK.chmod(0o755)
@@ -626,7 +626,7 @@ def main() -> int:
     rows = []
     try:
         for case in build_cases():
-            if args.only and args.only not in case.name:
+            if args.only and not any(text in case.name for text in args.only):
                 continue
             if case.needs_root and os.geteuid() != 0:
                 rows.append((case.name, case.expect, "-", "-", "-", "-", "-", "skipped (needs root)", 0.0, ""))
