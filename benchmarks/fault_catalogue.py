@@ -252,16 +252,16 @@ def evil_mapping(d: Path) -> None:
     replace(path, buf.getvalue() + pickle.dumps(Evil(), protocol=2))
 
 
-def cache_damage(kind: str, damage: Callable[[Path], None]) -> Case:
-    """Run extract once, damage every ``kind`` entry, run again (pixels: for another layer, so that they are
-    needed): it must go on, rebuild the entry and leave whole entries."""
+def cache_damage(kind: str, damage: Callable[[Path], None], variant: int) -> Case:
+    """Run extract once, damage every ``kind`` entry, run again (pixels: for features not cached yet, so that
+    the pixels are needed): it must go on, rebuild the entry and leave whole entries."""
     def run() -> Outcome:
         first = cli("extract", "--data", BASE, "--subject", "1", *EXTRACT)
         if first.rc != 0:
             return Outcome(first.rc, first.err, first.seconds, False, "first run failed")
         for e in entries(kind):
             damage(e)
-        again = [*EXTRACT, "--layers", "features.3"] if kind == "images" else EXTRACT
+        again = [*EXTRACT, "--n-components", str(10 + variant)] if kind == "images" else EXTRACT
         out = cli("extract", "--data", BASE, "--subject", "1", *again)
         out.ok = "damaged cache entry" in out.err
         out.note = "repaired" if out.ok else "no repair reported"
@@ -532,10 +532,10 @@ def build_cases() -> list[Case]:
         Case("BES_MAX_IMAGE_PIXELS=lots", 2, lambda: cli("extract", "--data", BASE, "--subject", "1", *EXTRACT,
                                                          BES_MAX_IMAGE_PIXELS="lots")),
         # caches
-        cache_damage("images", truncate_all),
-        cache_damage("images", garbage_meta),
-        cache_damage("features", truncate_all),
-        cache_damage("features", garbage_meta),
+        cache_damage("images", truncate_all, 1),
+        cache_damage("images", garbage_meta, 2),
+        cache_damage("features", truncate_all, 3),
+        cache_damage("features", garbage_meta, 4),
         Case("damaged frames + fMRI-2021 caches", 0, damaged_video_caches),
         # processes
         Case("killed pipeline (SIGKILL), then rerun", 0, killed_pipeline),
