@@ -2,7 +2,8 @@
 
 Each command module defines ``add_parser(subparsers)``, which registers its parser and
 sets ``func`` (``func(args) -> int``). Errors the user can fix (``DatasetError`` and any
-other ``UserError``) print as one line on stderr and exit with status 2.
+other ``UserError``, and a full disk, missing permission or I/O error on a named file) print as
+one line on stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pkgutil
 import sys
 
 import core.commands
+from core.util import fsaccess
 from core.util.errors import UserError
 
 
@@ -36,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in fsaccess.ONE_LINE_ERRNOS or not exc.filename:
+            raise
+        # a full disk, a permission or I/O problem that no command turned into a UserError: still one line
+        print(f"error: {fsaccess.describe(exc.filename, exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

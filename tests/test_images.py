@@ -90,6 +90,6 @@ def test_a_full_disk_is_a_clear_error_before_decoding(tmp_path, monkeypatch):
 
     monkeypatch.setattr(images_mod.os, "posix_fallocate", full)
     monkeypatch.setattr(images_mod, "decode_image", lambda *a: pytest.fail("decoded on a full disk"))
-    with pytest.raises(UserError, match="no room for the .* pixel cache .No space left on device.*BES_CACHE_DIR"):
+    with pytest.raises(UserError, match="no room for the pixel cache on this disk .needs about .* free.*BES_CACHE_DIR"):
         build_image_cache(paths, 32, cache_dir=tmp_path / "c", num_workers=0)
     assert not any((tmp_path / "c" / "images").iterdir())

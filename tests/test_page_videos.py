@@ -245,7 +245,11 @@ def test_default_demo_and_bad_directories(demo2021_root, monkeypatch, tmp_path):
     assert at.metric[0].value == "40 + 8"
 
     at.sidebar.text_input(key="_w_videos_data_dir").set_value(str(tmp_path / "nowhere")).run()
-    assert not at.exception
+    assert not at.exception  # outside BES_DATA_ROOTS (default: the demos): refused without saying it is missing
+    assert [e.value.split(";")[0] for e in at.error] == [
+        f"{tmp_path / 'nowhere'}: outside the folders this dashboard may open ({os.pathsep.join(map(str, paths.allowed_data_roots()))})"]
+    monkeypatch.setenv("BES_DATA_ROOTS", str(tmp_path))
+    at.sidebar.text_input(key="_w_videos_data_dir").set_value(str(tmp_path / "nowhere")).run()
     assert [e.value for e in at.error] == [f"{tmp_path / 'nowhere'}: data directory not found"]
 
 

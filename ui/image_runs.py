@@ -90,9 +90,9 @@ def form(kind: str, key: str) -> Launch | None:
                                        help="Share of the training images held out to measure validation r.")  # fmt: skip
         seed = b2.number_input("Seed", 0, 2**31 - 1, 0, key=f"{key}_seed")
         if grid:
-            workers = b3.number_input("Runs at once", 1, 16, 1, key=f"{key}_workers", help="Local worker processes.")
-            ray_address = b4.text_input("Ray address (optional)", key=f"{key}_ray",
-                                        help="Each run as a Ray task. Empty: $BES_RAY_ADDRESS, else local workers.")
+            workers = b3.number_input("Runs at once", 1, 16, 1, key=f"{key}_workers",
+                                      help="Local worker processes; with $BES_RAY_ADDRESS set where the server runs, "
+                                           "each run is a task on that Ray cluster instead.")  # fmt: skip
     common = dict(data=str(ds.root), model=model, weights=weights, layers=layers, device=DEVICES[device],
                   resolution=int(resolution), reduction=reduction, n_components=int(n_components), seed=int(seed))
     if grid:
@@ -108,5 +108,5 @@ def form(kind: str, key: str) -> Launch | None:
         return None
     st.caption(f"{len(configs)} run{'s' if len(configs) != 1 else ''} will be launched.")
     if grid:
-        return Launch(kind, configs, grid=True, max_workers=int(workers), ray_address=ray_address.strip() or None)
+        return Launch(kind, configs, grid=True, max_workers=int(workers))
     return Launch(kind, configs)

@@ -33,8 +33,7 @@ class Launch:
     kind: str
     configs: list[dict]
     grid: bool = False
-    max_workers: int = 1
-    ray_address: str | None = None
+    max_workers: int = 1  # grids: local worker processes (a Ray cluster comes from $BES_RAY_ADDRESS only)
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def launch_form(store: RunStore, kinds: Mapping[str, RunKindView], key: str) -> 
         with st.spinner("Checking the settings and starting the worker…"):
             if launch.grid:
                 launched = workers.launch_grid(store, launch.kind, launch.configs, label=label,
-                                               max_workers=launch.max_workers, ray_address=launch.ray_address)
+                                               max_workers=launch.max_workers)
             else:
                 launched = [workers.launch(store, launch.kind, c, label=label) for c in launch.configs]
     except UserError as exc:

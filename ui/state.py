@@ -7,7 +7,6 @@ they survive page switches.
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -21,9 +20,6 @@ from core.util import paths
 from core.algonauts2023.dataset import HEMI_NAMES, HEMIS, Dataset, Subject, open_dataset
 from core.util.errors import UserError
 
-DATA_DIR_ENV = "BES_DATA_DIR"
-
-
 @dataclass
 class Selection:
     dataset: Dataset
@@ -31,10 +27,6 @@ class Selection:
     hemi: str
 
 
-def default_data_dir() -> Path:
-    """``$BES_DATA_DIR`` when set, else the embedded demo in the user cache."""
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env).expanduser() if env else paths.demo_dir()
 
 
 @st.cache_resource(show_spinner=False)
@@ -83,7 +75,10 @@ def load_dataset(root: str, _stamp: float) -> Dataset:
 
 
 def get_dataset(root: Path) -> Dataset:
-    stamp = root.stat().st_mtime if root.exists() else 0.0
+    try:
+        stamp = root.stat().st_mtime
+    except OSError:
+        stamp = 0.0  # open_dataset says what is wrong
     return load_dataset(str(root), stamp)
 
 
@@ -98,7 +93,7 @@ def widget_value(key: str, default):
 
 def sidebar() -> Selection:
     """Draw the sidebar and return the current selection; stops the page on a dataset error."""
-    widget_value("data_dir", str(default_data_dir()))
+    widget_value("data_dir", str(paths.default_data_dir()))  # the CLI's `info` has the same default
     _ensure_demo(Path(st.session_state["data_dir"]).expanduser())
     with st.sidebar:
         st.header("Data")
@@ -107,10 +102,12 @@ def sidebar() -> Selection:
             key="_w_data_dir",
             on_change=persist,
             args=("data_dir",),
-            help="Folder with subj01 … subj08 in the Algonauts 2023 layout. Default: the embedded demo.",
+            help="Folder with subj01 … subj08 in the Algonauts 2023 layout. Default: the embedded demo. "
+                 "Only folders under BES_DATA_ROOTS (set by whoever runs the server) can be opened.",
         )
         root = Path(st.session_state["data_dir"]).expanduser()
         try:
+            paths.check_browsable(root)  # BES_DATA_ROOTS: a browser user opens only these folders
             dataset = get_dataset(root)
         except UserError as exc:
             st.error(str(exc))

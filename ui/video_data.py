@@ -36,6 +36,11 @@ def data_dir() -> Path:
 
 def open_video_dataset(root: Path) -> Dataset2021:
     """The dataset at ``root`` (the video demo is generated on first use); the page stops on a bad folder."""
+    try:
+        paths.check_browsable(root)  # BES_DATA_ROOTS: a browser user opens only these folders
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
     if root == paths.demo2021_dir() and not is_demo2021(root):
         wait_for_demo(root, "core.algonauts2021.demo.ensure_demo2021", "the video demo")
     try:

@@ -42,8 +42,9 @@ import numpy as np
 
 from core.util import paths
 
-from core.util import safe_pickle
-from core.util.atomicdir import clean_stale, staging_dir
+from core.util import fsaccess, safe_pickle
+from core.util.atomicdir import clean_stale, set_aside, staging_dir
+from core.util.npystream import npy_complete
 from core.algonauts2023.dataset import SubjectLookup
 from core.util.errors import DatasetError
 from core.util.fileio import save_npy, write_json
@@ -78,7 +79,7 @@ def subject_name(number: int) -> str:
 def is_2021_layout(root: str | os.PathLike) -> bool:
     """True when ``root`` looks like an Algonauts 2021 dataset (for dispatching commands)."""
     root = Path(root).expanduser()
-    return (root / FMRI_DIR).is_dir() or (root / VIDEO_DIR).is_dir()
+    return fsaccess.is_dir(root / FMRI_DIR) or fsaccess.is_dir(root / VIDEO_DIR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,11 +146,11 @@ class RoiFile:
 
     def noise_ceiling(self) -> Optional[np.ndarray]:
         p = self.cached / "noise_ceiling.npy"
-        return np.load(p) if p.is_file() else None
+        return np.load(p) if fsaccess.is_file(p) else None
 
     def voxel_mask(self) -> Optional[np.ndarray]:
         p = self.cached / "voxel_mask.npy"
-        return np.load(p) if p.is_file() else None
+        return np.load(p) if fsaccess.is_file(p) else None
 
 
 def _cache_key(path: Path) -> str:
@@ -192,16 +193,33 @@ def _parse_roi_pickle(path: Path, require_mask: bool) -> tuple[np.ndarray, Optio
     return train.astype(np.float32, copy=False), mask
 
 
+def _cached_meta(entry: Path) -> Optional[dict]:
+    """The cache entry's ``meta.json`` if the entry is whole (its arrays complete), else ``None``."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        n, reps, v = meta["shape"]
+        arrays = {"train.npy": (n, v)}
+        if reps >= 2:
+            arrays["noise_ceiling.npy"] = (v,)
+        if meta["has_mask"]:
+            arrays["voxel_mask.npy"] = VOLUME_SHAPE
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return meta if all(npy_complete(entry / name, shape) for name, shape in arrays.items()) else None
+
+
 @functools.lru_cache(maxsize=256)
 def _open_roi_file(path_str: str, size: int, mtime_ns: int, require_mask: bool, cache_root: str) -> RoiFile:
     path = Path(path_str)
     parent = Path(cache_root) / "fmri2021"
     entry = parent / _cache_key(path)
-    meta_path = entry / "meta.json"
-    if not meta_path.is_file():
+    meta = _cached_meta(entry)
+    if meta is None:
+        if entry.exists():  # published entries are whole, so this one was damaged since: rebuild it
+            set_aside(entry, "incomplete or unreadable arrays / meta.json")
         train, mask = _parse_roi_pickle(path, require_mask)
         clean_stale(parent)
-        with staging_dir(entry) as tmp:
+        with staging_dir(entry, valid=lambda e: _cached_meta(e) is not None) as tmp:
             save_npy(tmp / "train.npy", train.mean(axis=1, dtype=np.float64).astype(np.float32))
             if train.shape[1] >= 2:
                 save_npy(tmp / "noise_ceiling.npy", split_half_noise_ceiling(train))
@@ -210,7 +228,9 @@ def _open_roi_file(path_str: str, size: int, mtime_ns: int, require_mask: bool, 
             write_json(tmp / "meta.json", {"source": str(path), "size": size, "mtime_ns": mtime_ns,
                                            "shape": list(train.shape), "has_mask": mask is not None,
                                            "version": _CACHE_VERSION})
-    meta = json.loads(meta_path.read_text())
+        meta = _cached_meta(entry)
+        if meta is None:
+            raise DatasetError(f"{entry}: the cache entry just written does not read back (disk failing?)")
     if require_mask and not meta["has_mask"]:
         raise DatasetError(f"{path}: missing 'voxel_mask' (the whole-brain file must say where its voxels are)")
     n, reps, v = meta["shape"]
@@ -221,7 +241,7 @@ def open_roi_file(path: str | os.PathLike, *, require_mask: bool = False,
                   cache_dir: str | os.PathLike | None = None) -> RoiFile:
     """Validate one ROI pickle (once per path, size and time) and return its cached arrays."""
     path = Path(path)
-    if not path.is_file():
+    if not fsaccess.is_file(path):
         raise DatasetError(f"{path}: missing file")
     st = path.stat()
     root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
@@ -394,12 +414,13 @@ class Dataset2021(SubjectLookup[Subject2021]):
 def list_videos(root: str | os.PathLike) -> list[Path]:
     """The clips of a 2021 dataset, sorted by name (``DatasetError`` if there are none)."""
     folder = Path(root).expanduser() / VIDEO_DIR
-    if not folder.is_dir():
+    if not fsaccess.is_dir(folder):
         raise DatasetError(f"{folder}: missing video folder")
-    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
+    videos = sorted(p for p in fsaccess.list_dir(folder)
+                    if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
     if not videos:
         raise DatasetError(f"{folder}: no videos ({', '.join(VIDEO_SUFFIXES)})")
-    empty = [p for p in videos if p.stat().st_size == 0]
+    empty = [p for p in videos if not fsaccess.is_file(p) or p.stat().st_size == 0]
     if empty:
         raise DatasetError(f"{empty[0]}: empty video file")
     return videos
@@ -410,11 +431,11 @@ def _subject_folders(root: Path) -> dict[int, dict[str, Path]]:
     found: dict[int, dict[str, Path]] = {}
     for track in TRACKS:
         folder = root / FMRI_DIR / track
-        if not folder.is_dir():
+        if not fsaccess.is_dir(folder):
             continue
-        for p in folder.iterdir():
+        for p in fsaccess.list_dir(folder):
             name = p.name.lower()
-            if p.is_dir() and name.startswith("sub") and name[3:].isdigit() and len(name) == 5:
+            if name.startswith("sub") and name[3:].isdigit() and len(name) == 5 and fsaccess.is_dir(p):
                 found.setdefault(int(name[3:]), {})[track] = p
     return found
 
@@ -426,7 +447,7 @@ def _roi_paths(folders: dict[str, Path]) -> dict[str, Path]:
         folder = folders.get(track)
         if folder is None:
             continue
-        names = {p.stem: p for p in folder.iterdir() if p.suffix == ".pkl" and not p.name.startswith(".")}
+        names = {p.stem: p for p in fsaccess.list_dir(folder) if p.suffix == ".pkl" and not p.name.startswith(".")}
         known = [r for r in TRACK_ROIS[track] if r in names]
         if track == FULL_TRACK and set(names) - {WB}:
             extra = sorted(set(names) - {WB})[0]
@@ -443,7 +464,7 @@ def open_dataset2021(root: str | os.PathLike, subjects: Iterable[int | str] | No
                      progress: Optional[Progress] = None) -> Dataset2021:
     """Find and validate the clips and the subjects under ``root`` (all of them, or ``subjects``)."""
     root = Path(root).expanduser()
-    if not root.is_dir():
+    if not fsaccess.is_dir(root):
         raise DatasetError(f"{root}: data directory not found")
     videos = list_videos(root)
     found = _subject_folders(root)

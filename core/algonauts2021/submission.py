@@ -28,8 +28,11 @@ from core.util import safe_pickle
 from core.algonauts2021.dataset import TRACK_ROIS, TRACKS, Dataset2021, parse_subject2021, subject_name
 from core.util.errors import UserError
 from core.util.fileio import atomic_path
+from core.util.fsaccess import human_bytes
+from core.algonauts2023.submission import ZIP_ERRORS
 
 PICKLE_PROTOCOL = 4
+MAX_PICKLE_BYTES = 2 << 30  # a generous bound, for reading without a dataset to size it by
 Predictions2021 = Mapping[str, Mapping[int | str, np.ndarray]]  # ROI -> subject -> (n_test, n_voxels)
 
 
@@ -97,18 +100,37 @@ def check_predictions(track: str, predictions: Predictions2021, dataset: Dataset
     return out
 
 
-def read_submission2021(path: str | os.PathLike) -> tuple[str, dict]:
-    """``(track, {ROI: {"subXX": array}})`` of a submission zip, through the restricted unpickler."""
+def max_pickle_bytes(dataset: Dataset2021, subjects: Iterable[int | str] | None = None) -> int:
+    """The most a valid submission's pickle can hold for ``subjects`` (default: all) of ``dataset``:
+    float64 predictions of every ROI, plus room for the pickle's own structure."""
+    numbers = dataset.subjects if subjects is None else sorted({parse_subject2021(s) for s in subjects})
+    total = 0
+    for n in numbers:
+        subj = dataset.subject(n)
+        total += sum(subj.n_test * subj.n_voxels(roi) * 8 for roi in subj.rois())
+    return total + (1 << 20)
+
+
+def read_submission2021(path: str | os.PathLike, max_bytes: int = MAX_PICKLE_BYTES) -> tuple[str, dict]:
+    """``(track, {ROI: {"subXX": array}})`` of a submission zip, through the restricted unpickler.
+
+    A pickle that would inflate beyond ``max_bytes`` (a zip bomb, or not a submission) is refused
+    from the zip's declared size before anything is read."""
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/")]
             if len(names) != 1 or names[0] not in {pickle_name(t) for t in TRACKS}:
-                found = ", ".join(names) or "nothing"
+                found = ", ".join(names[:5]) or "nothing"
                 raise UserError(f"{path}: expected exactly one entry, mini_track.pkl or full_track.pkl (found {found})")
-            data = zf.read(names[0])
-    except zipfile.BadZipFile as exc:
-        raise UserError(f"{path}: not a valid zip file ({exc})") from None
+            info = zf.getinfo(names[0])
+            if info.file_size > max_bytes:
+                raise UserError(f"{path}: {names[0]} would inflate to {human_bytes(info.file_size)}, more than a "
+                                f"submission for this dataset can hold ({human_bytes(max_bytes)}); refusing to read it")
+            with zf.open(info) as fh:
+                data = fh.read(max_bytes + 1)
+    except ZIP_ERRORS as exc:
+        raise UserError(f"{path}: not a valid zip file ({str(exc)[:160] or type(exc).__name__})") from None
     obj = safe_pickle.loads(data, f"{path}:{names[0]}")
     if not isinstance(obj, dict) or not all(isinstance(v, dict) for v in obj.values()):
         raise UserError(f"{path}: {names[0]} must hold {{ROI: {{subject: predictions}}}}")
@@ -118,7 +140,7 @@ def read_submission2021(path: str | os.PathLike) -> tuple[str, dict]:
 def validate_submission2021(path: str | os.PathLike, dataset: Dataset2021,
                             subjects: Iterable[int | str] | None = None) -> str:
     """Raise ``UserError`` (one line) unless ``path`` is a valid submission; returns its track."""
-    track, obj = read_submission2021(path)
+    track, obj = read_submission2021(path, max_pickle_bytes(dataset, subjects))
     try:
         check_predictions(track, obj, dataset, subjects)
     except UserError as exc:

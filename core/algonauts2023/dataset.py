@@ -27,7 +27,7 @@ from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from core.util import safe_pickle
+from core.util import fsaccess, safe_pickle
 from core.util.errors import DatasetError
 from core.viz.surfaces import HEMI_NAMES, HEMIS, N_FSAVERAGE  # noqa: F401  (fsaverage's; HEMI_NAMES for the pages)
 
@@ -64,10 +64,15 @@ def _check_hemi(hemi: str) -> str:
 
 def load_npy(path: Path, *, mmap: bool = False) -> np.ndarray:
     """``np.load`` without pickles, turning every failure into a one-line ``DatasetError``."""
-    if not path.is_file():
+    if not fsaccess.is_file(path):
         raise DatasetError(f"{path}: missing file")
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except OSError as exc:
+        if exc.errno is not None:  # permission, I/O error: the OS's reason; else numpy's (truncated...)
+            raise fsaccess.fs_error(path, exc) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DatasetError(f"{path}: unreadable .npy file ({reason})") from None
     except Exception as exc:  # truncated, corrupt, pickled, not an npy at all
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DatasetError(f"{path}: unreadable .npy file ({reason})") from None
@@ -85,7 +90,10 @@ def _check_finite(path: Path, array: np.ndarray) -> None:
 
 
 def _file_key(path: Path) -> tuple[str, int, int]:
-    st = path.stat()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise fsaccess.fs_error(path, exc) from None
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
@@ -109,9 +117,9 @@ def _validated_fmri(key: tuple[str, int, int], n_images: int) -> tuple[int, ...]
 
 
 def _sorted_images(folder: Path, pattern: re.Pattern[str], kind: str) -> list[Path]:
-    if not folder.is_dir():
+    if not fsaccess.is_dir(folder):
         raise DatasetError(f"{folder}: missing {kind} image folder")
-    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() == ".png")
+    names = sorted(p.name for p in fsaccess.list_dir(folder) if p.suffix.lower() == ".png")
     bad = [n for n in names if not pattern.match(n)]
     if bad:
         raise DatasetError(f"{folder / bad[0]}: unexpected {kind} image name (expected e.g. {pattern.pattern})")
@@ -190,7 +198,7 @@ class Subject:
 
     def roi_classes(self) -> list[str]:
         """ROI classes whose mapping file is present."""
-        return [c for c in ROI_CLASSES if self._roi_path(f"mapping_{c}.npy").is_file()]
+        return [c for c in ROI_CLASSES if fsaccess.is_file(self._roi_path(f"mapping_{c}.npy"))]
 
     def roi_mapping(self, roi_class: str) -> dict[int, str]:
         """``{label: ROI name}`` from ``mapping_<class>.npy``, read with the restricted unpickler."""
@@ -199,7 +207,7 @@ class Subject:
             if roi_class not in ROI_CLASSES:
                 raise DatasetError(f"unknown ROI class '{roi_class}' (known: {', '.join(ROI_CLASSES)})")
             path = self._roi_path(f"mapping_{roi_class}.npy")
-            if not path.is_file():
+            if not fsaccess.is_file(path):
                 raise DatasetError(f"{path}: missing file")
             obj = safe_pickle.load_object_npy(path)
             if not isinstance(obj, dict) or not obj:
@@ -220,7 +228,7 @@ class Subject:
         key = ("labels", hemi, roi_class, space)
         if key not in self._cache:
             path = self._roi_path(f"{_check_hemi(hemi)}.{roi_class}_{space}_space.npy")
-            if not path.is_file():
+            if not fsaccess.is_file(path):
                 return None
             labels = load_npy(path)
             expected = self.n_vertices[hemi] if space == "challenge" else N_FSAVERAGE
@@ -275,7 +283,7 @@ class Subject:
     def noise_ceiling(self, hemi: str) -> np.ndarray | None:
         """Per-vertex noise ceiling in percent (0-100), or ``None`` when no file is shipped."""
         path = self.noise_ceiling_path(hemi)
-        if not path.is_file():
+        if not fsaccess.is_file(path):
             return None
         nc = load_npy(path)
         if nc.ndim != 1 or nc.shape[0] != self.n_vertices[hemi]:
@@ -288,8 +296,8 @@ class Subject:
         """A hash of everything that identifies this subject's data (names, sizes, times)."""
         h = hashlib.sha256(self.name.encode())
         for p in [*self.train_images, *self.test_images, self.fmri_path("lh"), self.fmri_path("rh")]:
-            st = p.stat()
-            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+            _path, size, mtime_ns = _file_key(p)
+            h.update(f"{p.name}:{size}:{mtime_ns};".encode())
         return h.hexdigest()[:16]
 
     def summary(self) -> dict:
@@ -300,7 +308,7 @@ class Subject:
             "n_test": self.n_test,
             "n_vertices": dict(self.n_vertices),
             "rois": {h: self.rois(h) for h in HEMIS},
-            "noise_ceiling": all(self.noise_ceiling_path(h).is_file() for h in HEMIS),
+            "noise_ceiling": all(fsaccess.is_file(self.noise_ceiling_path(h)) for h in HEMIS),
         }
 
     # -- validation ----------------------------------------------------------------------
@@ -326,7 +334,7 @@ class Subject:
 
 
 def _file_key_or_missing(path: Path) -> tuple[str, int, int]:
-    if not path.is_file():
+    if not fsaccess.is_file(path):
         raise DatasetError(f"{path}: missing file")
     return _file_key(path)
 
@@ -374,9 +382,10 @@ class Dataset(SubjectLookup[Subject]):
 def open_dataset(root: str | Path, subjects: Iterable[int | str] | None = None) -> Dataset:
     """Find and validate the subjects under ``root`` (all of them, or only ``subjects``)."""
     root = Path(root).expanduser()
-    if not root.is_dir():
+    if not fsaccess.is_dir(root):
         raise DatasetError(f"{root}: data directory not found")
-    found = {int(m.group(1)): p for p in root.iterdir() if p.is_dir() and (m := _SUBJECT_DIR.match(p.name))}
+    found = {int(m.group(1)): p for p in fsaccess.list_dir(root)
+             if (m := _SUBJECT_DIR.match(p.name)) and fsaccess.is_dir(p)}
     if not found:
         raise DatasetError(f"{root}: no subject folders (expected subj01 ... subj08 in the Algonauts 2023 layout)")
     wanted = sorted(found) if subjects is None else [parse_subject(s) for s in subjects]

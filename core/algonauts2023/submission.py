@@ -12,6 +12,7 @@ import os
 import re
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Mapping
 
@@ -20,9 +21,14 @@ import numpy as np
 from core.algonauts2023.dataset import HEMIS, Dataset, open_dataset
 from core.util.errors import UserError
 from core.util.fileio import atomic_path
+from core.util.fsaccess import describe, human_bytes
 from core.runs.store import Run
 
 MAX_BYTES = 300 * 1024 * 1024
+# what a damaged or hostile zip raises while read: bad structure or CRC, a broken deflate stream, an
+# encrypted or unsupported entry
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError)
+NPY_HEADER_MAX = 1 << 16  # bytes: a .npy header is ~128 bytes; numpy refuses those over 10,000 by default
 _ENTRY = re.compile(r"^subj(\d{2})/(lh|rh)_pred_test\.npy$")
 
 Predictions = Mapping[int, Mapping[str, np.ndarray]]  # subject -> hemisphere -> (n_test, n_vertices)
@@ -41,10 +47,49 @@ def _check_array(where: str, array: np.ndarray, expected: tuple[int, int]) -> No
         raise UserError(f"{where}: contains NaN or infinite values")
 
 
+def read_npy_entry(zf: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtype, *, where: str) -> np.ndarray:
+    """The ``.npy`` array ``name`` of an open zip, read only once its header says ``shape`` and ``dtype``
+    and the zip's declared size fits them: a header claiming petabytes, or an entry that would inflate
+    beyond its array (a zip bomb), is refused in one line before anything is allocated."""
+    dtype = np.dtype(dtype)
+    expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    info = zf.getinfo(name)
+    limit = expected_bytes + NPY_HEADER_MAX
+    if info.file_size > limit:
+        raise UserError(f"{where}: {name} would inflate to {human_bytes(info.file_size)}, more than its "
+                        f"{shape} {dtype} array needs ({human_bytes(expected_bytes)}); refusing to read it")
+    with zf.open(info) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"unsupported .npy version {version}")
+            found_shape, fortran, found_dtype = read_header(fh, max_header_size=NPY_HEADER_MAX)
+        except Exception as exc:  # ValueError, SyntaxError from the header's literal, EOF...
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{where}: {name} is not a readable .npy array ({reason[:160]})") from None
+        if found_dtype != dtype:
+            raise UserError(f"{where}: {name}: expected {dtype} predictions, found {found_dtype}")
+        if tuple(found_shape) != tuple(shape):
+            raise UserError(f"{where}: {name}: expected shape {tuple(shape)} (test images x vertices), the header "
+                            f"declares {tuple(found_shape)}")
+        if fortran:
+            raise UserError(f"{where}: {name}: Fortran-order arrays are not accepted (save a C-order array)")
+        data = fh.read(expected_bytes + 1)
+    if len(data) != expected_bytes:
+        raise UserError(f"{where}: {name} holds {len(data)} bytes of data, its header needs {expected_bytes} "
+                        "(truncated or padded)")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
 def validate_submission(path: str | os.PathLike, dataset: Dataset, subjects: list[int]) -> None:
     """Raise ``UserError`` (one line) unless ``path`` is a valid submission for ``subjects``."""
     path = Path(path)
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UserError(describe(path, exc)) from None
     if size >= MAX_BYTES:
         raise UserError(f"{path}: {size / 2**20:.0f} MB, the challenge accepts less than {MAX_BYTES // 2**20} MB")
     expected = {entry_name(s, h) for s in subjects for h in HEMIS}
@@ -60,14 +105,10 @@ def validate_submission(path: str | os.PathLike, dataset: Dataset, subjects: lis
             for name in sorted(expected):
                 subject, hemi = _ENTRY.match(name).groups()  # type: ignore[union-attr]
                 subj = dataset.subject(int(subject))
-                with zf.open(name) as fh:
-                    try:
-                        array = np.lib.format.read_array(fh, allow_pickle=False)
-                    except ValueError as exc:
-                        raise UserError(f"{path}: {name} is not a readable .npy array ({exc})") from None
-                _check_array(f"{path}: {name}", array, (subj.n_test, subj.n_vertices[hemi]))
-    except zipfile.BadZipFile as exc:
-        raise UserError(f"{path}: not a valid zip file ({exc})") from None
+                shape = (subj.n_test, subj.n_vertices[hemi])
+                _check_array(f"{path}: {name}", read_npy_entry(zf, name, shape, np.float32, where=str(path)), shape)
+    except ZIP_ERRORS as exc:
+        raise UserError(f"{path}: not a valid zip file ({str(exc)[:160] or type(exc).__name__})") from None
 
 
 def build_submission(out: str | os.PathLike, predictions: Predictions, dataset: Dataset) -> Path:

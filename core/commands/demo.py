@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.util.errors import UserError
+from core.util import outdir
 
 
 def add_parser(sub) -> None:
@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
             "Deterministic: the same seed gives identical files."
         ),
     )
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="new (or empty) directory to write")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help=f"directory to write; {outdir.RULE}")
+    p.add_argument("--force", action="store_true", help=outdir.FORCE_HELP)
     p.add_argument("--subjects", type=int, nargs="+", default=[1, 2], metavar="N", help="subject numbers (default: 1 2)")
     p.add_argument("--n-train", type=int, default=1000, metavar="N", help="training images per subject (default: 1000)")
     p.add_argument("--n-test", type=int, default=100, metavar="N", help="test images per subject (default: 100)")
@@ -32,10 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from core.util.progress import TqdmProgress
 
     check_params(args.subjects, args.n_train, args.n_test, args.seed)
-    out = Path(args.out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: already exists and is not empty; refusing to overwrite it (choose a new --out)")
+    out = outdir.prepare_out(args.out, args.force)
     with TqdmProgress(desc="demo") as bar:
-        generate_demo(out, subjects=args.subjects, n_train=args.n_train, n_test=args.n_test, seed=args.seed, progress=bar)
+        outdir.generate_into(out, lambda d: generate_demo(d, subjects=args.subjects, n_train=args.n_train,
+                                                          n_test=args.n_test, seed=args.seed, progress=bar))
     print(f"demo dataset written to {out}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.util.errors import UserError
+from core.util import outdir
 
 
 def add_parser(sub) -> None:
@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
             "the same settings give identical files."
         ),
     )
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="new (or empty) directory to write")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help=f"directory to write; {outdir.RULE}")
+    p.add_argument("--force", action="store_true", help=outdir.FORCE_HELP)
     p.add_argument("--subjects", type=int, nargs="+", default=list(d.subjects), metavar="N",
                    help=f"subject numbers (default: {' '.join(map(str, d.subjects))})")
     p.add_argument("--n-train", type=int, default=d.n_train, metavar="N", help=f"training clips (default: {d.n_train})")
@@ -43,10 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = DemoConfig(tuple(args.subjects), args.n_train, args.n_test, args.reps, args.size, args.fps, args.seconds,
                      args.seed).checked()
-    out = Path(args.out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: already exists and is not empty; refusing to overwrite it (choose a new --out)")
+    out = outdir.prepare_out(args.out, args.force)
     with TqdmProgress(desc="demo2021") as bar:
-        generate_demo2021(out, cfg, progress=bar)
+        outdir.generate_into(out, lambda d: generate_demo2021(d, cfg, progress=bar))
     print(f"video demo dataset written to {out}")
     return 0

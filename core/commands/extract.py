@@ -21,6 +21,9 @@ from pathlib import Path
 from core.util.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+WEIGHTS_HELP = ("default: the model's default weights (imagenet-offline for mobilenet_v2, works offline; DEFAULT, "
+                "the official torchvision weights, for other models: downloaded once); or a torchvision enum name "
+                "such as IMAGENET1K_V1, a .pt/.pth state-dict file, or random (explicitly untrained)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -36,10 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--test-dir", type=Path, help="folder of test images (instead of --data/--subject)")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="mobilenet_v2", help="torchvision model name (default: mobilenet_v2)")
-    m.add_argument("--weights", default=None,
-                   help="imagenet-offline (mobilenet_v2 only; default for it), DEFAULT or a torchvision enum name "
-                        "such as IMAGENET1K_V1 (default for other models; downloaded once), a .pt/.pth state-dict "
-                        "file, or random (explicitly untrained)")
+    m.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     m.add_argument("--layers", nargs="+", default=None, metavar="LAYER", help="layers to extract (see --list-layers)")
     m.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
     r = p.add_argument_group("reduction")
@@ -66,9 +66,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    if not folder.is_dir():
+    from core.util import fsaccess
+
+    if not fsaccess.is_dir(folder):
         raise UserError(f"{folder}: not a folder")
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(p for p in fsaccess.list_dir(folder) if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return images

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from core.util import outdir
 from core.util.errors import UserError
 
 
@@ -42,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "std (keeps PCA spectra); feature: z-score every feature; none: centre only")
     p.add_argument("--backend", default="auto", help="auto (torch_cuda if a GPU is present, else numpy), "
                                                     "numpy, torch, torch_cuda")
-    p.add_argument("--out", required=True, help="results directory (created; files replaced atomically)")
+    p.add_argument("--out", required=True, help=f"results directory; {outdir.RULE}")
+    p.add_argument("--force", action="store_true", help=outdir.FORCE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                                 seed=args.seed)
     if args.cv < 2:
         raise UserError(f"--cv must be at least 2, got {args.cv}")
+    out = outdir.prepare_out(args.out, args.force)
     ds = open_dataset(args.data, [args.subject])
     subject = ds.subject(args.subject)
     bar = None
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    out = artifacts.write_subject(args.out, result.arrays(), result.info)
+    out = artifacts.write_subject(out, result.arrays(), result.info)
     info = result.info
     v = info["validation"]
     split = (f"held-out {v['n_val']} of {v['n_train']} images" if v["kind"] == "holdout"

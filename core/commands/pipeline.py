@@ -1,26 +1,26 @@
 """``python -m core pipeline``: features, encoding with validation, refit, submission, in one command.
 
-    python -m core pipeline --data DIR --subjects 1 [2 ...] --model NAME --weights WEIGHTS \\
-        --layers L [L ...] --out OUT [--device cpu|cuda] [--estimator ridge|ols|banded]
+    python -m core pipeline --data DIR --subjects 1 [2 ...] --model NAME [--weights WEIGHTS] \\
+        --layers L [L ...] --out OUT [--force] [--device cpu|cuda] [--estimator ridge|ols|banded]
 
 Writes ``OUT/submission.zip`` (Algonauts 2023 layout, validated) and ``OUT/metrics.json``
 (``{"subjXX": {lh_median_r, rh_median_r, roi_median_r, noise_normalized}, "seconds": {...}}``;
 ``noise_normalized`` is the challenge score in percent over both hemispheres, null without noise
 ceilings). An Algonauts 2021 (videos) dataset writes ``OUT/mini_track.zip`` and/or
 ``OUT/full_track.zip`` instead. Everything is checked before any work starts; on an error nothing
-is written to OUT.
+is written to OUT. OUT follows the rule of every command that writes a folder
+(:mod:`core.util.outdir`): new or empty, or ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import shutil
 import sys
 from pathlib import Path
 
-from core.util.errors import UserError
+from core.commands.extract import WEIGHTS_HELP
+from core.util import outdir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,10 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data directory holding subj01 ... subj08")
     p.add_argument("--subjects", required=True, nargs="+", metavar="N", help="subject numbers (1 2 ...)")
     p.add_argument("--model", required=True, help="torchvision model name (e.g. mobilenet_v2, alexnet)")
-    p.add_argument("--weights", required=True,
-                   help="imagenet-offline (mobilenet_v2), DEFAULT or a torchvision enum name, a .pth file, or random")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--layers", required=True, nargs="+", metavar="L", help="layers (concatenated; banded: one band each)")
-    p.add_argument("--out", required=True, type=Path, help="output directory (submission.zip, metrics.json)")
+    p.add_argument("--out", required=True, type=Path,
+                   help=f"output directory (submission.zip, metrics.json); {outdir.RULE}")
+    p.add_argument("--force", action="store_true", help=outdir.FORCE_HELP)
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--estimator", choices=("ridge", "ols", "banded"), default="ridge", help="default: ridge")
     p.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
@@ -57,27 +58,15 @@ def _one_line_error(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.algonauts2021.dataset import is_2021_layout
 
+    args.out = outdir.prepare_out(args.out, args.force)  # first: a refusal costs nothing
     return (_run_2021 if is_2021_layout(args.data) else _run_2023)(args)
 
 
-def _in_work_dir(out: Path, produce) -> dict:
-    """Run ``produce(work) -> (metrics, names)`` in a folder beside ``out``; move only ``names`` into ``out``."""
-    out = out.expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work = out.parent / f".{out.name}.pipeline-{os.getpid()}"
-        work.mkdir()
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write the output here ({exc.strerror})") from None
-    try:
+def _in_work_dir(args: argparse.Namespace, produce) -> dict:
+    """Run ``produce(work) -> (metrics, names)`` in a work folder beside ``--out``; move only ``names`` into it."""
+    with outdir.work_dir(args.out, "pipeline") as work:
         metrics, names = produce(work)
-        out.mkdir(exist_ok=True)
-        for name in names:
-            os.replace(work / name, out / name)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        outdir.publish(work, args.out, names)
     return metrics
 
 
@@ -97,7 +86,7 @@ def _run_2023(args: argparse.Namespace) -> int:
         n_components=args.n_components, val_fraction=args.val_fraction, seed=args.seed,
     ).checked()
     with _progress(args) as bar:
-        metrics = _in_work_dir(args.out, lambda work: (encode(cfg, work, submission=True, progress=bar),
+        metrics = _in_work_dir(args, lambda work: (encode(cfg, work, submission=True, progress=bar),
                                                        (SUBMISSION, METRICS)))
     for name in (f"subj{s:02d}" for s in cfg.subjects):
         m = metrics[name]
@@ -122,7 +111,7 @@ def _run_2021(args: argparse.Namespace) -> int:
         return metrics, (*metrics["submissions"].values(), METRICS)
 
     with _progress(args) as bar:
-        metrics = _in_work_dir(args.out, produce)
+        metrics = _in_work_dir(args, produce)
     print("\n".join(summary_lines(metrics)))
     written = ", ".join(str(args.out / n) for n in (*metrics["submissions"].values(), METRICS))
     print(f"wrote {written} in {metrics['seconds']['total']:.0f} s")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from core.util.errors import UserError
+from core.util.fsaccess import describe
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -333,11 +334,35 @@ def check_layers(model: str, layers: list[str], weights: str | WeightsInfo | Non
 # --------------------------------------------------------------------------- loading
 
 
-def _load_offline_into(net, path: Path) -> None:
-    """Copy the 312 bundled tensors, in order, into ``net.features`` (names differ, shapes match)."""
+def read_state_dict_file(path: Path):
+    """``torch.load(path, weights_only=True)`` with one-line errors: a damaged file is "not a readable
+    state dict", one holding pickled code is refused as such (not PyTorch's "Weights only load failed" text)."""
+    import pickle
+    import warnings
+
     import torch
 
-    src = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4"
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # not a pickle torch writes (text, another protocol...)
+            raise UserError(f"{path}: not a readable state dict (damaged, truncated, or not a PyTorch file)") from None
+        # torch's restricted unpickler refused it: the pickle wants to build objects or run code
+        raise UserError(f"{path}: not a plain state dict: it holds pickled Python objects besides tensors, which are "
+                        "not loaded (save it with torch.save(model.state_dict(), path))") from None
+    except OSError as exc:
+        if exc.errno is not None:
+            raise UserError(describe(path, exc)) from None
+        raise UserError(f"{path}: not a readable state dict (damaged, truncated, or not a PyTorch file)") from None
+    except Exception:  # RuntimeError from the zip reader, KeyError/EOFError from a broken pickle, ...
+        raise UserError(f"{path}: not a readable state dict (damaged, truncated, or not a PyTorch file)") from None
+
+
+def _load_offline_into(net, path: Path) -> None:
+    """Copy the 312 bundled tensors, in order, into ``net.features`` (names differ, shapes match)."""
+    src = read_state_dict_file(path)
     dst = net.features.state_dict()
     if len(src) != len(dst):
         raise UserError(f"{path}: expected {len(dst)} tensors for mobilenet_v2.features, found {len(src)}")
@@ -350,13 +375,7 @@ def _load_offline_into(net, path: Path) -> None:
 
 
 def _load_file_into(net, path: Path, model: str) -> None:
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickled code, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a loadable state-dict file ({first[:200]})") from None
+    obj = read_state_dict_file(path)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

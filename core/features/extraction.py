@@ -17,6 +17,7 @@ images only (:mod:`core.features.reduction`), then applied to train and test.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,12 +31,15 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from core.util import paths
-from core.util.atomicdir import clean_stale, staging_dir
+from core.util.atomicdir import clean_stale, set_aside, staging_dir
+from core.util.fsaccess import check_free, disk_full_error, is_disk_full
 from core.features.backbones import check_layers, check_model, load_backbone, resolve_weights
 from core.util.errors import UserError
 from core.util.fileio import write_json
-from core.features.images import ImageCache, build_image_cache, fingerprint_images, preprocessing_spec
-from core.util.npystream import NpyReader, NpyWriter
+from core.features.images import (
+    ImageCache, build_image_cache, fingerprint_images, max_image_pixels, preprocessing_spec,
+)
+from core.util.npystream import NpyReader, NpyWriter, npy_complete
 from core.util.progress import Progress, report, scaled
 from core.features.reduction import (
     DEFAULT_MEMORY_BUDGET_MB, MB, ColumnSpill, check_n_components, check_poolable, fit_pca, oversampling,
@@ -138,6 +142,18 @@ class FeatureEntry:
             if not (path / name).is_file():
                 raise UserError(f"{path}: not a feature entry ({name} missing)")
         return cls(path, meta.get("layer", ""), meta)
+
+
+def entry_intact(path: Path, n_train: int, n_test: int) -> bool:
+    """Whether the feature entry at ``path`` is whole: ``meta.json`` readable, ``train.npy`` / ``test.npy``
+    complete float32 arrays of ``n_train`` / ``n_test`` rows and the entry's ``n_components`` columns."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        k = int(meta["n_components"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (npy_complete(path / "train.npy", (n_train, k), np.float32)
+            and npy_complete(path / "test.npy", (n_test, k), np.float32))
 
 
 # --------------------------------------------------------------------------- keys
@@ -385,8 +401,9 @@ class _LayerJob:
             dim = shape[0] * cfg.pool_size ** 2
         else:
             dim = self.raw_dim
-        self._need_disk(root, (n_train + n_test) * dim * 4)
-        self._ctx = staging_dir(self.final)
+        self.need = (n_train + n_test) * dim * 4
+        self._need_disk(root, self.need)
+        self._ctx = staging_dir(self.final, valid=lambda e: entry_intact(e, n_train, n_test))
         self.tmp = self._ctx.__enter__()
         try:
             if kind == "pca":
@@ -400,13 +417,8 @@ class _LayerJob:
             raise
 
     def _need_disk(self, root: Path, nbytes: int) -> None:
-        st = os.statvfs(root)
-        free = st.f_bavail * st.f_frsize
-        if nbytes * 1.05 > free:
-            raise UserError(
-                f"{root}: layer {self.layer} needs {nbytes / 2**30:.1f} GB of scratch disk, only "
-                f"{free / 2**30:.1f} GB free (set BES_CACHE_DIR to a bigger disk, or pool / pick a smaller layer)"
-            )
+        check_free(root, nbytes, f"layer {self.layer}'s features",
+                   "set BES_CACHE_DIR to a bigger disk, or pool / pick a smaller layer")
 
     def add(self, out, split: str) -> None:
         cfg = self.cfg
@@ -474,7 +486,8 @@ class _LayerJob:
         for attr in ("spill", "test_raw", "train_w", "test_w"):
             obj = getattr(self, attr, None)
             if obj is not None:
-                obj.abort()
+                with contextlib.suppress(OSError):  # a full disk must not fail the cleanup too
+                    obj.abort()
         try:
             self._ctx.__exit__(type(exc) if exc else RuntimeError, exc or RuntimeError("aborted"), None)
         except BaseException:
@@ -489,11 +502,13 @@ def _lookup(cfg, info, layers, fp_train, fp_test, precision, n_train, n_test, ro
     names, keys, found = {}, {}, {}
     for layer in layers:
         names[layer], keys[layer] = entry_key(cfg, info, layer, fp_train, fp_test, precision, n_train, n_test)
-        if (root / names[layer] / "meta.json").is_file():
-            try:
-                found[layer] = FeatureEntry.open(root / names[layer])
-            except UserError:
-                pass
+        entry = root / names[layer]
+        if not entry.exists():
+            continue
+        if entry_intact(entry, n_train, n_test):
+            found[layer] = FeatureEntry.open(entry)
+        else:  # published entries are whole, so this one was damaged since: rebuild it
+            set_aside(entry, "incomplete or unreadable train.npy / test.npy / meta.json")
     return names, keys, found
 
 
@@ -570,6 +585,7 @@ def run_extraction(
 
     t_start = time.perf_counter()
     cfg = config.validated()
+    max_image_pixels()  # a malformed $BES_MAX_IMAGE_PIXELS stops the run before the model loads
     info = resolve_weights(cfg.model, cfg.weights)
     layers = check_layers(cfg.model, cfg.layers, info)
     kind, k = stimuli.kind, int(stimuli.frames_per_item)
@@ -695,4 +711,8 @@ def run_extraction(
     except BaseException as exc:
         for job in jobs.values():
             job.abort(exc)
+        if isinstance(exc, OSError) and is_disk_full(exc, root):
+            need = sum(job.need for job in jobs.values())
+            raise disk_full_error(root, need or None, "the feature cache", "set BES_CACHE_DIR to a bigger disk") \
+                from None
         raise

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +25,45 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from core.util import paths
-from core.util.atomicdir import clean_stale, staging_dir
+from core.util.atomicdir import clean_stale, set_aside, staging_dir
 from core.util.errors import DatasetError, UserError
 from core.util.fileio import write_json
-from core.util.npystream import NpyReader
+from core.util.fsaccess import disk_full_error
+from core.util.npystream import NpyReader, npy_complete
 from core.util.progress import Progress, report
 
 PREPROCESS_VERSION = 2
 RESIZE = "squash-bilinear-antialias"  # torchvision Resize((R, R), antialias=True) on a uint8 tensor
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PIXELS_ENV = "BES_MAX_IMAGE_PIXELS"
+# 50 megapixels: above any camera a stimulus set plausibly comes from (48 MP phones, 45 MP DSLRs) and
+# ~280x NSD's 425 x 425, yet one decoded RGB image stays at 150 MB, so each decoding worker's peak is
+# bounded; a "decompression bomb" (a small file whose header claims 30000 x 30000) is refused unread.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+def max_image_pixels() -> int:
+    """The largest image (width x height) decoded: ``$BES_MAX_IMAGE_PIXELS``, else 50 million."""
+    env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not env:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(env))
+    except ValueError:
+        raise UserError(f"{MAX_PIXELS_ENV}={env!r}: not a number of pixels") from None
+    if value < 1:
+        raise UserError(f"{MAX_PIXELS_ENV}={env!r}: must be at least 1")
+    return value
+
+
+def check_pixels(path: str | os.PathLike, width: int, height: int, what: str = "image") -> None:
+    """``DatasetError`` naming ``path`` if a ``width x height`` picture exceeds :func:`max_image_pixels`
+    (read from the file's header, before anything is decoded)."""
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise DatasetError(f"{path}: {what} of {width} x {height} pixels ({width * height / 1e6:.0f} MP) exceeds "
+                           f"the limit of {limit / 1e6:g} MP (a decompression bomb?); raise {MAX_PIXELS_ENV} "
+                           "if it is genuine")
 
 
 def preprocessing_spec(resolution: int) -> dict:
@@ -68,18 +97,23 @@ def resize_rgb(arr: np.ndarray, resolution: int) -> np.ndarray:
 
 def _decode_rgb(path: str | os.PathLike) -> np.ndarray:
     """The whole file as uint8 RGB. 8-bit (or lower) PNGs go through libspng (pyspng, ~2x faster than
-    PIL, pixel-identical to PIL's ``convert("RGB")``); other formats and 16-bit PNGs through PIL."""
+    PIL, pixel-identical to PIL's ``convert("RGB")``); other formats and 16-bit PNGs through PIL. The
+    size in the header is checked against :func:`max_image_pixels` first."""
     with open(path, "rb") as fh:
         data = fh.read()
-    if data[:8] == PNG_SIGNATURE and len(data) > 25 and data[24] <= 8:
-        import pyspng
+    if data[:8] == PNG_SIGNATURE and len(data) > 25:
+        # IHDR is the first chunk: width and height (big-endian) at bytes 16-23, bit depth at 24
+        check_pixels(path, int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"))
+        if data[24] <= 8:
+            import pyspng
 
-        return pyspng.load(data, format="RGB")
+            return pyspng.load(data, format="RGB")
     import io
 
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
+    with Image.open(io.BytesIO(data)) as im:  # reads the header only
+        check_pixels(path, *im.size)
         return np.array(im.convert("RGB"), dtype=np.uint8)  # decodes the whole file: truncation shows here
 
 
@@ -87,6 +121,8 @@ def decode_image(path: str | os.PathLike, resolution: int) -> np.ndarray:
     """One image as uint8 ``(R, R, 3)`` RGB; a DatasetError naming the file if it is unreadable."""
     try:
         arr = resize_rgb(_decode_rgb(path), resolution)
+    except DatasetError:
+        raise
     except Exception as exc:  # OSError, RuntimeError (libspng), PIL's SyntaxError/ValueError, zlib errors...
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetError(f"{path}: unreadable or truncated image ({msg[:200]})") from None
@@ -153,15 +189,14 @@ def image_cache_key(fingerprint: str, resolution: int) -> str:
 
 
 def _open_existing(entry: Path, n: int, resolution: int, fingerprint: str) -> ImageCache | None:
+    """The entry if it is complete and matches (header, size, fingerprint); ``None`` otherwise."""
     try:
         meta = json.loads((entry / "meta.json").read_text())
-        with NpyReader(entry / "images.npy") as r:
-            ok = r.shape == (n, resolution, resolution, 3) and r.dtype == np.uint8
-            size_ok = (entry / "images.npy").stat().st_size >= r._offset + n * resolution * resolution * 3  # noqa: SLF001
-        if ok and size_ok and meta.get("fingerprint") == fingerprint:
-            return ImageCache(entry, n, resolution, fingerprint)
-    except (OSError, ValueError, json.JSONDecodeError):
-        pass
+    except (OSError, ValueError):
+        return None
+    if (isinstance(meta, dict) and meta.get("fingerprint") == fingerprint
+            and npy_complete(entry / "images.npy", (n, resolution, resolution, 3), np.uint8)):
+        return ImageCache(entry, n, resolution, fingerprint)
     return None
 
 
@@ -185,15 +220,18 @@ def cached_or_built(
 ) -> ImageCache:
     """The published entry at ``entry`` if it is complete; else preallocate its ``images.npy`` in a
     staging folder, let ``fill(path)`` write the uint8 rows into it (yielding the rows done so far),
-    and publish it with ``meta``. A decoding error leaves nothing."""
+    and publish it with ``meta``. A decoding error leaves nothing; a damaged entry (truncated, or its
+    ``meta.json`` unreadable) is set aside and rebuilt."""
     found = _open_existing(entry, n_rows, resolution, fingerprint)
     if found is not None:
         report(progress, 1.0, f"{label} cached")
         return found
+    if entry.exists():  # published entries are complete, so this one was damaged since
+        set_aside(entry, "incomplete or unreadable images.npy / meta.json")
     clean_stale(entry.parent)
     t0 = time.perf_counter()
     n_items = n_rows // rows_per_item
-    with staging_dir(entry) as tmp:
+    with staging_dir(entry, valid=lambda e: _open_existing(e, n_rows, resolution, fingerprint) is not None) as tmp:
         target = tmp / "images.npy"
         np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(n_rows, resolution, resolution, 3))
         _allocate(target)
@@ -219,9 +257,8 @@ def _allocate(path: Path) -> None:
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError as exc:
-            free = shutil.disk_usage(path.parent).free
-            raise UserError(f"{path.parent}: no room for the {size / 2**30:.2f} GB pixel cache ({exc.strerror}; "
-                            f"{free / 2**30:.2f} GB free; set BES_CACHE_DIR to a bigger disk)") from None
+            raise disk_full_error(path.parent.parent, size, "the pixel cache", "set BES_CACHE_DIR to a bigger disk") \
+                from None
     finally:
         os.close(fd)
 
@@ -249,6 +286,7 @@ def build_image_cache(
     if not images:
         raise UserError("no images given")
     check_resolution(resolution)
+    max_image_pixels()  # a malformed $BES_MAX_IMAGE_PIXELS stops here, not in a decoding worker
     fingerprint = fingerprint or fingerprint_images(images)
     root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
     workers = default_workers(len(images)) if num_workers is None else num_workers

@@ -30,7 +30,8 @@ from core.util import paths
 from core.util.errors import DatasetError, UserError
 from core.util.fileio import atomic_path
 from core.features.images import (
-    ImageCache, cached_or_built, check_resolution, default_workers, fingerprint_images, preprocessing_spec, resize_rgb,
+    ImageCache, cached_or_built, check_pixels, check_resolution, default_workers, fingerprint_images, max_image_pixels,
+    preprocessing_spec, resize_rgb,
 )
 from core.util.progress import Progress
 
@@ -79,6 +80,12 @@ def _open(path: Path):
     if not container.streams.video:
         container.close()
         raise DatasetError(f"{path}: no video stream")
+    ctx = container.streams.video[0].codec_context
+    try:
+        check_pixels(path, int(ctx.width or 0), int(ctx.height or 0), "video frames")
+    except DatasetError:
+        container.close()
+        raise
     return container
 
 
@@ -233,6 +240,7 @@ def build_frame_cache(
         raise UserError("no videos given")
     check_resolution(resolution)
     frame_indices(1, n_frames)  # checks n_frames
+    max_image_pixels()  # checks $BES_MAX_IMAGE_PIXELS
     fingerprint = fingerprint or fingerprint_videos(videos, n_frames)
     parent = (Path(cache_dir) if cache_dir is not None else paths.cache_dir()) / "frames"
     workers = max(1, default_workers(len(videos)) if num_workers is None else num_workers)

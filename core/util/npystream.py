@@ -52,8 +52,13 @@ class NpyWriter:
         return self.path
 
     def abort(self) -> None:
+        """Close without raising: on a full disk the buffered rows cannot be flushed, and need not be
+        (the caller removes the partial file)."""
         if not self._fh.closed:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass  # the raw file is closed even when the final flush fails
 
     def __enter__(self) -> "NpyWriter":
         return self
@@ -80,6 +85,21 @@ def npy_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, int]
         if fortran:
             raise ValueError(f"{path}: Fortran-order arrays are not supported here")
         return tuple(shape), dtype, fh.tell()
+
+
+def npy_complete(path: str | os.PathLike, shape: tuple[int, ...] | None = None, dtype=None) -> bool:
+    """Whether ``path`` is a ``.npy`` file whose header parses and whose data are all there
+    (and, if given, of ``shape`` / ``dtype``): the check a cache runs before trusting an entry."""
+    try:
+        found_shape, found_dtype, offset = npy_header(path)
+        size = os.stat(path).st_size
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return False
+    if shape is not None and tuple(found_shape) != tuple(shape):
+        return False
+    if dtype is not None and found_dtype != np.dtype(dtype):
+        return False
+    return size == offset + int(np.prod(found_shape, dtype=np.int64)) * found_dtype.itemsize
 
 
 class NpyReader:

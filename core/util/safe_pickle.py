@@ -18,6 +18,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from core.util.errors import DatasetError
+from core.util.fsaccess import describe
 
 # Globals that rebuild numpy arrays and scalars, and nothing else.
 _NUMPY_GLOBALS = {
@@ -66,7 +67,11 @@ def loads(data: bytes, source: str = "<bytes>", allow_arrays: bool = True) -> An
 def load(path: str | Path, allow_arrays: bool = True) -> Any:
     """Restricted-unpickle the file at ``path`` (a ``.pkl``)."""
     path = Path(path)
-    return loads(path.read_bytes(), str(path), allow_arrays)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnsafePickleError(describe(path, exc)) from None
+    return loads(data, str(path), allow_arrays)
 
 
 def load_object_npy(path: str | Path) -> Any:
@@ -76,7 +81,11 @@ def load_object_npy(path: str | Path) -> Any:
     else the array.
     """
     path = Path(path)
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise UnsafePickleError(describe(path, exc)) from None
+    with fh:
         try:
             major, _minor = npformat.read_magic(fh)
             read_header = npformat.read_array_header_1_0 if major == 1 else npformat.read_array_header_2_0
