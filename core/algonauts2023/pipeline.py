@@ -40,8 +40,9 @@ class FeatureConfig:
     layers: list[str] = field(default_factory=list)
     device: str | None = None  # None: cuda when available
     resolution: int = 224
-    reduction: str = "pca"
-    n_components: int = 100
+    reduction: str = "pca"  # "pca" | "pool" | "none"
+    n_components: int = 100  # pca
+    pool_size: int = 2  # pool: k x k per channel
     seed: int = 0
     cache_dir: str | None = None  # feature cache root (default: the product's cache)
 
@@ -62,12 +63,14 @@ class FeatureConfig:
     def extraction(self) -> ExtractionConfig:
         return ExtractionConfig(model=self.model, weights=self.weights, layers=list(self.layers),
                                 resolution=self.resolution, reduction=self.reduction,
-                                n_components=self.n_components, seed=self.seed)
+                                n_components=self.n_components, pool_size=self.pool_size, seed=self.seed)
 
     def checked(self) -> Self:
         """This config with every setting validated and normalised; ``UserError`` on the first problem."""
         if not self.subjects:
             raise UserError("no subjects chosen")
+        if self.reduction == "pool" and not 1 <= int(self.pool_size) <= 64:
+            raise UserError(f"pool size must be between 1 and 64, got {self.pool_size}")
         if self.device not in (None, "cpu", "cuda"):
             raise UserError(f"unknown device '{self.device}' (use cpu or cuda)")
         ds = open_dataset(self.data, self.subjects)
@@ -92,8 +95,20 @@ class EncodingConfig(FeatureConfig):
 
     estimator: str = "ridge"
     val_fraction: float = 0.1
+    pls_components: int = 10  # pls
+    alpha: float = 0.01  # elasticnet
+    l1_ratio: float = 0.5  # elasticnet
+
+    def estimator_params(self) -> dict:
+        """Settings of the estimators that take any (``pls``, ``elasticnet``)."""
+        return {"pls": {"n_components": int(self.pls_components)},
+                "elasticnet": {"alpha": float(self.alpha), "l1_ratio": float(self.l1_ratio)}}.get(self.estimator, {})
 
     def checked(self) -> Self:
+        if self.estimator == "pls" and self.pls_components < 1:
+            raise UserError(f"PLS needs at least 1 component, got {self.pls_components}")
+        if self.estimator == "elasticnet" and not (self.alpha > 0 and 0 <= self.l1_ratio <= 1):
+            raise UserError(f"elastic net needs alpha > 0 and l1_ratio in [0, 1], got {self.alpha}, {self.l1_ratio}")
         if self.estimator not in ESTIMATORS:
             raise UserError(f"unknown estimator '{self.estimator}' (use one of: {', '.join(ESTIMATORS)})")
         if self.estimator == "banded" and len(self.layers) < 2:
@@ -193,7 +208,8 @@ def encode(cfg: EncodingConfig, out: Path, *, submission: bool, progress: Progre
         entries = _extract_subject(cfg, subj, scaled(step, 0.0, 0.6), log, timings)
         with timed(timings, "encode", log):
             result = fit_subject(subj, [entries[layer].path for layer in cfg.layers], cfg.estimator,
-                                 validation=validation, backend=cfg.backend, progress=scaled(step, 0.6, 1.0))
+                                 validation=validation, backend=cfg.backend, params=cfg.estimator_params(),
+                                 progress=scaled(step, 0.6, 1.0))
         artifacts.write_subject(out / subj.name, result.arrays(), result.info)
         artifacts.write_roi_table(out / subj.name, _roi_rows(result))
         metrics[subj.name] = _subject_summary(result, subj)
