@@ -20,6 +20,8 @@ from core.encoding.fitting import ESTIMATORS
 from core.util.errors import UserError
 from core.features.extraction import REDUCTIONS
 from core.runs.store import ACTIVE, STATUSES, Run, RunStore
+from core.search.study import SearchConfig
+from ui import search_view
 from ui.controls import backbone_controls
 from ui.state import sidebar
 
@@ -38,6 +40,7 @@ KINDS = {
     "fit": "fit: features, encoding model, validation r and test predictions",
     "pipeline": "pipeline: a fit plus the run's own submission zip",
     "extract": "extract: features only (cached for later fits)",
+    "search": "search: per-scope hyper-parameter search (Optuna), then a submission",
 }
 
 try:
@@ -67,7 +70,9 @@ model, weights, layers = backbone_controls(
     "runs", (c2, c3), "torchvision backbones; mobilenet_v2 has ImageNet weights that work offline",
     "One run: the layers' features are concatenated (banded: one band each). Grid: one run per layer.",
 )
-if kind != "extract":
+if kind == "search":
+    search_extra = search_view.search_settings("runs_search", sel.subject.n_train)
+elif kind != "extract":
     if grid:
         estimators = st.multiselect("Estimators", ESTIMATORS, default=["ridge"], key="runs_estimators")
     else:
@@ -102,6 +107,8 @@ if grid:
     configs = pipeline.grid_configs(base, subjects, [(model, weights, layers)], estimators)
 elif kind == "extract":
     configs = [pipeline.FeatureConfig(subjects=subjects, **common).to_dict()]
+elif kind == "search":
+    configs = [SearchConfig(subjects=subjects, **{**common, "reduction": "pca", **search_extra}).to_dict()]
 else:
     configs = [pipeline.EncodingConfig(subjects=subjects, estimator=estimators[0], val_fraction=float(val_fraction),
                                     **common).to_dict()]  # fmt: skip
@@ -209,8 +216,10 @@ def runs_panel() -> None:
                       args=(store, run.group))  # fmt: skip
     if run.error:
         st.error(f"{run.status}: {run.error}")
-    if run.status == "done" and run.kind in ("fit", "pipeline"):
+    if run.status == "done" and run.kind in ("fit", "pipeline", "search"):
         st.caption("Compare it with other runs on the Compare page; submit it on the Submission page.")
+    if run.kind == "search":
+        search_view.live_view(run, ds.subject(run.config["subjects"][0]))
     log, config, results = st.tabs(["Log", "Config", "Results"])
     log.code(store.read_log(run.id, LOG_CHARS) or "(no log yet)", language=None)
     config.json(run.config)

@@ -156,3 +156,39 @@ def test_search_on_ray_local(demo_root, env, tmp_path, monkeypatch):
     assert main(_argv(demo_root, tmp_path / "out", 2, "--estimators", "ridge")) == 0
     rows = artifacts.read_trials(tmp_path / "out")
     assert sum(r["state"] in ("COMPLETE", "PRUNED") for r in rows) >= 4
+
+
+def _view_app(run_dir: str, data: str) -> None:
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from core.algonauts2023.dataset import open_dataset
+    from ui.search_view import live_view
+
+    live_view(SimpleNamespace(dir=Path(run_dir), config={"scope": "class"}), open_dataset(data, [1]).subject(1))
+
+
+def test_live_view_of_a_search(demo_root, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    rng = np.random.default_rng(0)
+    bank = space.Bank(["features.6", "features.10"], {("pca", l): np.zeros((2, 50)) for l in ("features.6", "features.10")}, {})
+    st = study.storage(artifacts.study_storage(tmp_path))
+    for name in ("subj01/lh", "subj01/lh/prf-visualrois", "subj01/rh"):
+        s = optuna.create_study(study_name=name, storage=st, direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=len(name)))
+        for _ in range(6):
+            trial = s.ask()
+            trial.set_user_attr("params", space.suggest(trial, bank, ["ridge", "pls"]))
+            s.tell(trial, float(rng.uniform(10, 60)))
+    at = AppTest.from_function(_view_app, args=(str(tmp_path), str(demo_root)), default_timeout=60).run()
+    assert not at.exception, at.exception
+    best = at.dataframe[0].value
+    assert best.loc[best["scope"] == "lh/prf-visualrois", "finished trials"].item() == 6
+    assert best.loc[best["scope"] == "lh/streams", "finished trials"].item() == 0  # not started yet
+    assert at.selectbox(key="search_view_scope").options[0] == "subj01/lh"
+    counts = at.dataframe[-1].value
+    assert counts.to_numpy().sum() == sum(at.dataframe[0].value.query("scope in ['lh', 'rh']")["vertices"])
+    # an empty folder: the view says the search has not started
+    at = AppTest.from_function(_view_app, args=(str(tmp_path / "none"), str(demo_root))).run()
+    assert "not started" in at.info[0].value

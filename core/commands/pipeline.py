@@ -39,10 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--estimator", choices=ESTIMATORS, default="ridge",
                    help="default: ridge (per-vertex CV alpha; solved in the dual when features outnumber images)")
     p.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
-    p.add_argument("--reduction", choices=("pca", "pool", "none"), default="pca",
-                   help="per layer: PCA on the training images, spatial pooling, or none (default pca)")
-    p.add_argument("--n-components", type=int, default=100, help="PCA components per layer (default 100)")
-    p.add_argument("--pool-size", type=int, default=2, help="pool conv maps to k x k per channel (default 2)")
+    p.add_argument("--reduction", choices=("pca", "pool", "none"), default="pool",
+                   help="per layer: PCA on the training images, spatial pooling (conv layers), or none (default pool)")
+    p.add_argument("--n-components", type=int, default=100, help="PCA components per layer (--reduction pca; default 100)")
+    p.add_argument("--pool-size", type=int, default=7, help="pool conv maps to k x k per channel (default 7)")
     p.add_argument("--pls-components", type=int, default=10, help="PLS latent components (default 10)")
     p.add_argument("--alpha", type=float, default=0.01, help="elastic net alpha (default 0.01)")
     p.add_argument("--l1-ratio", type=float, default=0.5, help="elastic net L1 ratio (default 0.5)")

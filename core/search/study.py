@@ -348,6 +348,43 @@ def assemble(cfg: SearchConfig, subject: Subject, bank: space.Bank, url: str,
     return SubjectResult(subject.name, results, info)
 
 
+def best_by_scope(subject: Subject, kind: str, url: str) -> list[tuple[Scope, dict | None, int]]:
+    """Every scope, largest first, with its best finished configuration so far (None) and its trial count."""
+    import optuna
+
+    st = storage(url)
+    known = {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}
+    out = []
+    for sc in sorted(scopes(subject, kind), key=lambda s: (s.hemi, -int(s.mask.sum()))):
+        name = study_name(subject, sc)
+        if name not in known:
+            out.append((sc, None, 0))
+            continue
+        study = optuna.load_study(study_name=name, storage=st)
+        best = _best(study)
+        params = None if best is None else {**best.user_attrs["params"], "cv_score": float(best.value)}
+        out.append((sc, params, _n_finished(study)))
+    return out
+
+
+def winning_layers(subject: Subject, kind: str, url: str) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Per hemisphere: the layer each vertex's scope chose (an index into the labels; -1: none yet)."""
+    labels: list[str] = []
+    out = {}
+    chosen = best_by_scope(subject, kind, url)
+    for hemi in HEMIS:
+        code = np.full(subject.n_vertices[hemi], -1, np.int32)
+        for sc, params, _ in chosen:  # largest first: smaller scopes overwrite
+            if sc.hemi != hemi or params is None:
+                continue
+            layer = params.get("layer", "all layers (banded)")
+            if layer not in labels:
+                labels.append(layer)
+            code[sc.mask] = labels.index(layer)
+        out[hemi] = (code, labels)
+    return out
+
+
 def trial_rows(url: str) -> list[dict]:
     """Every trial of every study in the storage: subject, scope, parameters, CV score, state, seconds."""
     import optuna
