@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
 
 import numpy as np
@@ -192,3 +191,19 @@ def test_live_view_of_a_search(demo_root, tmp_path):
     # an empty folder: the view says the search has not started
     at = AppTest.from_function(_view_app, args=(str(tmp_path / "none"), str(demo_root))).run()
     assert "not started" in at.info[0].value
+
+
+def test_runs_page_offers_the_search_kind(demo_root, monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_page_runs import PAGE
+
+    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("BES_WORKSPACE", str(tmp_path / "workspace"))
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    at.selectbox(key="runs_kind").select("search").run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="runs_search_trials").value == 30
+    at.multiselect(key="runs_search_estimators").set_value([]).run()
+    at.button(key="runs_launch").click().run()
+    assert "unknown estimator" in at.error[0].value  # refused before anything is queued

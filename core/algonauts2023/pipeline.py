@@ -196,6 +196,28 @@ def extract(cfg: FeatureConfig, *, progress: Progress | None = None, log: Callab
             for i, s in enumerate(cfg.subjects)}
 
 
+def write_result(out: Path, result: SubjectResult, subject: Subject) -> dict:
+    """One subject's result folder (arrays, details, per-ROI table); returns its summary entry."""
+    artifacts.write_subject(out / subject.name, result.arrays(), result.info)
+    artifacts.write_roi_table(out / subject.name, _roi_rows(result))
+    return _subject_summary(result, subject)
+
+
+def write_summary(out: Path, metrics: dict, timings: dict, start: float, progress: Progress | None) -> dict:
+    """``metrics`` plus the step timings, written last as the folder's ``metrics.json``."""
+    metrics["seconds"] = {**timings, "total": round(time.perf_counter() - start, 3)}
+    artifacts.write_summary(out, metrics)
+    report(progress, 1.0, "done")
+    return metrics
+
+
+def write_submission(out: Path, subjects: Sequence[int], ds) -> None:
+    """The submission zip of a result folder, from its subjects' test predictions."""
+    predictions = {s: {h: artifacts.read_part(out / f"subj{s:02d}", h, "pred_test", mmap=True) for h in HEMIS}
+                   for s in subjects}
+    build_submission(artifacts.submission_file(out), predictions, ds)
+
+
 def encode(cfg: EncodingConfig, out: Path, *, submission: bool, progress: Progress | None = None,
            log: Callable[[str], None] | None = None, timings: dict[str, float] | None = None) -> dict:
     """Extract, fit with validation and refit every subject; write results (and the submission) to ``out``.
@@ -218,20 +240,13 @@ def encode(cfg: EncodingConfig, out: Path, *, submission: bool, progress: Progre
             result = fit_subject(subj, [entries[layer].path for layer in cfg.layers], cfg.estimator,
                                  validation=validation, backend=cfg.backend, params=cfg.estimator_params(),
                                  progress=scaled(step, 0.6, 1.0))
-        artifacts.write_subject(out / subj.name, result.arrays(), result.info)
-        artifacts.write_roi_table(out / subj.name, _roi_rows(result))
-        metrics[subj.name] = _subject_summary(result, subj)
+        metrics[subj.name] = write_result(out, result, subj)
         if log is not None:
             log(f"{subj.name}: median r lh {metrics[subj.name]['lh_median_r']}, rh {metrics[subj.name]['rh_median_r']}")
     if submission:
         with timed(timings, "submission", log):
-            predictions = {s: {h: artifacts.read_part(out / f"subj{s:02d}", h, "pred_test", mmap=True) for h in HEMIS}
-                           for s in cfg.subjects}
-            build_submission(artifacts.submission_file(out), predictions, ds)
-    metrics["seconds"] = {**timings, "total": round(time.perf_counter() - start, 3)}
-    artifacts.write_summary(out, metrics)
-    report(progress, 1.0, "done")
-    return metrics
+            write_submission(out, cfg.subjects, ds)
+    return write_summary(out, metrics, timings, start, progress)
 
 
 def extract_task(ctx: TaskContext) -> dict:

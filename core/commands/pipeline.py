@@ -28,11 +28,7 @@ from core.util.errors import UserError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="extract, fit, validate, refit and write the submission zip + metrics",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="data directory holding subj01 ... subj08")
-    p.add_argument("--subjects", required=True, nargs="+", metavar="N", help="subject numbers (1 2 ...)")
-    p.add_argument("--model", required=True, help="torchvision model name (e.g. mobilenet_v2, alexnet)")
-    p.add_argument("--weights", required=True,
-                   help="imagenet-offline (mobilenet_v2), DEFAULT or a torchvision enum name, a .pth file, or random")
+    add_input_args(p)
     p.add_argument("--layers", required=True, nargs="+", metavar="L", help="layers (concatenated; banded: one band each)")
     p.add_argument("--out", required=True, type=Path, help="output directory (submission.zip, metrics.json)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
@@ -56,6 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--motion-energy", action="store_true", help="add pymoten motion-energy features")
     p.set_defaults(func=run)
     p.error = _one_line_error  # type: ignore[method-assign]
+
+
+def add_input_args(p: argparse.ArgumentParser) -> None:
+    """``--data``, ``--subjects``, ``--model``, ``--weights`` (shared with ``search``)."""
+    p.add_argument("--data", required=True, help="data directory holding subj01 ... subj08")
+    p.add_argument("--subjects", required=True, nargs="+", metavar="N", help="subject numbers (1 2 ...)")
+    p.add_argument("--model", required=True, help="torchvision model name (e.g. mobilenet_v2, alexnet)")
+    p.add_argument("--weights", required=True,
+                   help="imagenet-offline (mobilenet_v2), DEFAULT or a torchvision enum name, a .pth file, or random")
 
 
 def _one_line_error(message: str) -> None:

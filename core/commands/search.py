@@ -18,7 +18,7 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from core.commands.pipeline import _one_line_error
+from core.commands.pipeline import _one_line_error, add_input_args
 from core.util.errors import UserError
 
 ESTIMATOR_CHOICES = ("ridge", "banded", "pls", "elasticnet")
@@ -27,10 +27,7 @@ ESTIMATOR_CHOICES = ("ridge", "banded", "pls", "elasticnet")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="hyper-parameter search per ROI / class / hemisphere (Optuna), then submit",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="data directory holding subj01 ... subj08")
-    p.add_argument("--subjects", required=True, nargs="+", metavar="N", help="subject numbers (1 2 ...)")
-    p.add_argument("--model", required=True, help="torchvision model name (e.g. mobilenet_v2)")
-    p.add_argument("--weights", required=True, help="imagenet-offline (mobilenet_v2), DEFAULT, a .pth file, or random")
+    add_input_args(p)
     p.add_argument("--layers", required=True, nargs="+", metavar="L", help="candidate layers")
     p.add_argument("--trials", required=True, type=int, help="trials per scope")
     p.add_argument("--out", required=True, type=Path, help="output directory (resumes the search found there)")

@@ -20,13 +20,11 @@ vertices. The fitted model keeps the dual coefficients and the standardised trai
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from core.encoding.estimators import (
-    DEFAULT_ALPHAS, _check_alphas, _check_standardize, _FitResult, _LinearModel, _resolve_cv, _rows, _space_labels,
-)
+from core.encoding.estimators import RidgeCV, _check_alphas, _check_standardize, _FitResult, _resolve_cv, _rows
 from core.encoding.backends import get_backend
 from core.util.errors import UserError
 from core.util.progress import Progress, report
@@ -108,7 +106,7 @@ def _val_r(pred: np.ndarray, yv: np.ndarray) -> np.ndarray:
     return np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), -1.0, 1.0)
 
 
-class KernelRidgeCV(_LinearModel):
+class KernelRidgeCV(RidgeCV):
     """Ridge in the dual (linear kernel), alpha chosen per vertex by K-fold CV; see the module docstring.
 
     Parameters and fitted state as :class:`~core.encoding.estimators.RidgeCV` (``alphas``, ``cv``,
@@ -116,19 +114,6 @@ class KernelRidgeCV(_LinearModel):
     ``dual_coef_`` (n_train x n_vertices), ``X_fit_`` (standardised training features) and
     ``intercept_``. The numbers equal the primal ``RidgeCV``'s up to rounding.
     """
-
-    _param_names = ("alphas", "cv", "seed", "standardize", "space_sizes", "backend", "chunk_bytes")
-
-    def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS, cv: Any = 5, seed: int | None = 0,
-                 standardize: str | bool = "space", space_sizes: Sequence[int] | None = None,
-                 backend: str = "auto", chunk_bytes: int | None = None):
-        self.alphas = alphas
-        self.cv = cv
-        self.seed = seed
-        self.standardize = standardize
-        self.space_sizes = space_sizes
-        self.backend = backend
-        self.chunk_bytes = chunk_bytes
 
     # -- fitting ---------------------------------------------------------------------------------
     def _fit(self, X: np.ndarray, Y: np.ndarray, holdout: np.ndarray | None, progress: Progress | None) -> _FitResult:

@@ -17,8 +17,6 @@ scaling back into ``coef_`` / ``intercept_`` on raw features (the scikit-learn A
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from core.encoding.estimators import _FitResult, _LinearModel, _rows

@@ -27,8 +27,7 @@ from typing import Callable, Self
 import numpy as np
 
 from core.algonauts2023.dataset import HEMIS, Subject, open_dataset
-from core.algonauts2023.pipeline import FeatureConfig, _extract_subject, _roi_rows, _subject_summary
-from core.algonauts2023.submission import build_submission
+from core.algonauts2023.pipeline import FeatureConfig, _extract_subject, write_result, write_submission, write_summary
 from core.encoding.fitting import HemisphereResult, SubjectResult
 from core.encoding.metrics import hemisphere_metrics
 from core.encoding.splits import kfold_splits
@@ -454,21 +453,14 @@ def run_search(cfg: SearchConfig, out: Path, *, progress: Progress | None = None
         poll()
         with timed(timings, "assemble", log):
             result = assemble(cfg, subject, space.Bank.open(bank_paths), url, scaled(step, 0.9, 1.0))
-        artifacts.write_subject(out / subject.name, result.arrays(), result.info)
-        artifacts.write_roi_table(out / subject.name, _roi_rows(result))
-        metrics[subject.name] = _subject_summary(result, subject)
+        metrics[subject.name] = write_result(out, result, subject)
         metrics[subject.name]["scopes"] = {k: v["label"] for k, v in result.info["search"].items()}
         if log is not None:
             log(f"{subject.name}: noise-normalised {metrics[subject.name]['noise_normalized']}")
     artifacts.write_trials(out, trial_rows(url))
     with timed(timings, "submission", log):
-        predictions = {s: {h: artifacts.read_part(out / f"subj{s:02d}", h, "pred_test", mmap=True) for h in HEMIS}
-                       for s in cfg.subjects}
-        build_submission(artifacts.submission_file(out), predictions, ds)
-    metrics["seconds"] = {**timings, "total": round(time.perf_counter() - start, 3)}
-    artifacts.write_summary(out, metrics)
-    report(progress, 1.0, "done")
-    return metrics
+        write_submission(out, cfg.subjects, ds)
+    return write_summary(out, metrics, timings, start, progress)
 
 
 def search_task(ctx: TaskContext) -> dict:
