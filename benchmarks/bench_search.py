@@ -45,7 +45,7 @@ def _run(args: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def holdout_score(data: str, out: Path, scope: str, folds_seed: int = 0) -> float:
+def holdout_score(data: str, out: Path, scope: str, n_components: int, folds_seed: int = 0) -> float:
     """The search's chosen configurations refit on the pipeline's 90% and scored on its held-out 10%."""
     from core.algonauts2023.dataset import HEMIS, open_dataset
     from core.encoding.metrics import noise_normalized_score, pearson_r
@@ -55,7 +55,7 @@ def holdout_score(data: str, out: Path, scope: str, folds_seed: int = 0) -> floa
 
     metrics = artifacts.read_metrics(out / "subj01")
     cfg = study.SearchConfig(data=data, subjects=[1], model="mobilenet_v2", weights="imagenet-offline",
-                             layers=LAYERS, device="cpu", scope=scope).checked()
+                             layers=LAYERS, device="cpu", scope=scope, n_components=n_components).checked()
     subject = open_dataset(data, [1]).subject(1)
     fit, val = holdout_split(subject.n_train, 0.1, folds_seed)
     bank = space.Bank.open(study._extract(cfg, subject, None, None, {}))
@@ -94,7 +94,8 @@ def kill_and_resume(data: str, work: Path, jobs: int, kill_after: int) -> dict:
 
     out = work / "killed"
     args = [sys.executable, "-m", "core", "search", "--data", data, *COMMON, "--layers", *LAYERS, "--trials",
-            str(2 * kill_after), "--scope", "hemisphere", "--jobs", str(jobs), "--out", str(out)]
+            str(2 * kill_after), "--scope", "hemisphere", "--n-components", "100", "--estimators", "ridge", "pls",
+            "--jobs", str(jobs), "--out", str(out)]
     proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
     url = artifacts.study_storage(out)
 
@@ -141,6 +142,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_search"))
     ap.add_argument("--kill-trials", type=int, default=6)
+    ap.add_argument("--n-components", type=int, default=1000, help="the search's PCA size (trials use its first k)")
+    ap.add_argument("--timeout", type=float, default=None, help="the search's time limit (s)")
     ap.add_argument("--skip", nargs="*", default=[], choices=("banded", "search", "kill"))
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -154,12 +157,13 @@ def main() -> None:
     if "search" not in a.skip:
         out = a.work / f"search_{a.scope}_{a.trials}"
         wall = _run(["search", "--data", a.data, *COMMON, "--layers", *LAYERS, "--trials", str(a.trials),
-                     "--scope", a.scope, "--jobs", str(a.jobs), "--out", str(out)])
+                     "--scope", a.scope, "--jobs", str(a.jobs), "--out", str(out), "--n-components", str(a.n_components),
+                     *(["--timeout", str(a.timeout)] if a.timeout else [])])
         from core.runs import artifacts
 
         summary = artifacts.read_metrics(out)["subj01"]
         report["search"] = {"cv_noise_normalized": summary["noise_normalized"], "seconds": round(wall, 1),
-                            "holdout_noise_normalized": round(holdout_score(a.data, out, a.scope), 3),
+                            "holdout_noise_normalized": round(holdout_score(a.data, out, a.scope, a.n_components), 3),
                             "chosen": summary["scopes"], **overhead(out, a.jobs)}
         if "banded" in report:
             report["gain_points"] = round(report["search"]["holdout_noise_normalized"]

@@ -24,7 +24,8 @@ from core.features.extraction import FeatureEntry
 
 ESTIMATORS = ("ridge", "banded", "pls", "elasticnet")
 MIN_COMPONENTS = 8
-MAX_ENET_FEATURES = 128  # coordinate descent costs p^2 per vertex and sweep: the first 128 components at most
+MAX_ENET_COMPONENTS = 128  # coordinate descent costs p^2 per vertex and sweep
+MAX_BAND_COMPONENTS = 128  # banded ridge is solved in the primal, once per band weighting: bands stay small
 PLS_RANGE = (2, 64)
 ENET_ALPHA = (1e-4, 1.0)
 
@@ -62,12 +63,7 @@ class Bank:
         if params["estimator"] == "banded":
             return [store["pca", layer][:, : params["n_components"]] for layer in self.layers]
         X = store[params.get("reduction", "pca"), params["layer"]]
-        if params.get("reduction", "pca") == "pca":
-            k = params["n_components"]
-            if params["estimator"] == "elasticnet":
-                k = min(k, MAX_ENET_FEATURES)
-            X = X[:, :k]
-        return X
+        return X[:, : params["n_components"]] if params.get("reduction", "pca") == "pca" else X
 
 
 def suggest(trial, bank: Bank, estimators: list[str]) -> dict:
@@ -78,9 +74,11 @@ def suggest(trial, bank: Bank, estimators: list[str]) -> dict:
         params["layer"] = trial.suggest_categorical("layer", bank.layers)
     if est in ("ridge", "pls") and "pool" in bank.reductions:
         params["reduction"] = trial.suggest_categorical("reduction", ["pca", "pool"])
-    if params.get("reduction", "pca") == "pca":
-        params["n_components"] = trial.suggest_int("n_components", min(MIN_COMPONENTS, bank.max_components()),
-                                                   bank.max_components(), log=True)
+    if params.get("reduction", "pca") == "pca":  # PCA sizes: one parameter per range (TPE models each alone)
+        name, cap = {"banded": ("band_components", MAX_BAND_COMPONENTS),
+                     "elasticnet": ("enet_components", MAX_ENET_COMPONENTS)}.get(est, ("n_components", None))
+        top = min(bank.max_components(), cap or bank.max_components())
+        params["n_components"] = trial.suggest_int(name, min(MIN_COMPONENTS, top), top, log=True)
     if est == "pls":
         params["pls_components"] = trial.suggest_int("pls_components", *PLS_RANGE, log=True)
     if est == "elasticnet":
