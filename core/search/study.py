@@ -186,10 +186,11 @@ def prepare_studies(url: str, names: list[str], cfg: SearchConfig) -> None:
 
 # -- the worker -------------------------------------------------------------------------------------------
 def work(spec: dict) -> int:
-    """One worker: runs trials of each scope in turn until each has ``trials`` finished ones (or the deadline).
+    """One worker: one trial at a time, round-robin over the scopes still short of ``trials`` finished ones.
 
-    A plain function of a dict, so that it runs in a local process or as a Ray task. Returns the
-    number of trials it ran.
+    Round-robin (from a different scope per worker) keeps every scope moving, so that a time limit
+    leaves each scope with trials. A plain function of a dict, so that it runs in a local process
+    or as a Ray task. Returns the number of trials it ran.
     """
     import optuna
     from threadpoolctl import threadpool_limits
@@ -200,44 +201,44 @@ def work(spec: dict) -> int:
     st = storage(spec["storage"])
     splits = kfold_splits(subject.n_train, cfg.folds, cfg.seed)
     deadline = spec.get("deadline")
+    fmri = {h: np.asarray(subject.fmri(h), dtype=np.float32) for h in HEMIS}
+    ceilings = {h: subject.noise_ceiling(h) for h in HEMIS}
+    todo = scopes(subject, cfg.scope)
+    shift = spec["worker"] % len(todo)
+    todo = todo[shift:] + todo[:shift]
+    studies = {sc.name: optuna.load_study(study_name=study_name(subject, sc), storage=st,
+                                          sampler=_sampler(cfg, spec["worker"]), pruner=_pruner()) for sc in todo}
     ran = 0
-    fmri: dict[str, np.ndarray] = {}
+
+    def objective(trial, scope: Scope):
+        params = space.suggest(trial, bank, cfg.estimators)
+        trial.set_user_attr("params", params)
+        clock = {"fit": 0.0}
+        nc = ceilings[scope.hemi]
+
+        def after_fold(k: int, value: float) -> None:
+            trial.report(value, k)
+            if trial.should_prune():
+                trial.set_user_attr("fit_seconds", round(clock["fit"], 4))
+                raise optuna.TrialPruned()
+
+        Y = np.ascontiguousarray(fmri[scope.hemi][:, scope.mask])
+        res = space.cross_validate(params, bank, Y, splits, None if nc is None else nc[scope.mask], cfg.backend,
+                                   cfg.seed, after_fold, clock)
+        trial.set_user_attr("fit_seconds", round(res.fit_seconds, 4))
+        return res.score
+
     with threadpool_limits(spec.get("threads") or None):
-        for scope in scopes(subject, cfg.scope):
-            name = study_name(subject, scope)
-            study = optuna.load_study(study_name=name, storage=st, sampler=_sampler(cfg, spec["worker"]),
-                                      pruner=_pruner())
-            if _n_finished(study) >= cfg.trials:
-                continue
-            if scope.hemi not in fmri:
-                fmri = {scope.hemi: np.asarray(subject.fmri(scope.hemi), dtype=np.float32)}
-            Y = np.ascontiguousarray(fmri[scope.hemi][:, scope.mask])
-            nc = subject.noise_ceiling(scope.hemi)
-            nc = None if nc is None else nc[scope.mask]
-
-            def objective(trial, Y=Y, nc=nc):
-                params = space.suggest(trial, bank, cfg.estimators)
-                trial.set_user_attr("params", params)
-                clock = {"fit": 0.0}
-
-                def after_fold(k: int, value: float) -> None:
-                    trial.report(value, k)
-                    if trial.should_prune():
-                        trial.set_user_attr("fit_seconds", round(clock["fit"], 4))
-                        raise optuna.TrialPruned()
-
-                res = space.cross_validate(params, bank, Y, splits, nc, cfg.backend, cfg.seed, after_fold, clock)
-                trial.set_user_attr("fit_seconds", round(res.fit_seconds, 4))
-                return res.score
-
-            left = None if deadline is None else deadline - time.time()
-            if left is not None and left <= 0:
-                break
-            n_before = len(study.get_trials(deepcopy=False))
-            study.optimize(objective, timeout=left, gc_after_trial=False, callbacks=[
-                optuna.study.MaxTrialsCallback(cfg.trials, states=tuple(
-                    getattr(optuna.trial.TrialState, s) for s in FINISHED))])
-            ran += len(study.get_trials(deepcopy=False)) - n_before
+        while todo and (deadline is None or time.time() < deadline):
+            for scope in list(todo):
+                if deadline is not None and time.time() >= deadline:
+                    break
+                study = studies[scope.name]
+                if _n_finished(study) >= cfg.trials:
+                    todo.remove(scope)
+                    continue
+                study.optimize(lambda trial: objective(trial, scope), n_trials=1, gc_after_trial=False)
+                ran += 1
     return ran
 
 
