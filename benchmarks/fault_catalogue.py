@@ -187,7 +187,7 @@ def entries(kind: str) -> list[Path]:
 
 # -- checks ---------------------------------------------------------------------------------------
 def broken_cache_entries() -> list[str]:
-    from core.algonauts2021.dataset import _cached_meta
+    from core.algonauts2021.dataset import cached_meta
     from core.features.extraction import entry_intact
     from core.util.npystream import npy_complete
 
@@ -209,7 +209,7 @@ def broken_cache_entries() -> list[str]:
             ok = False
         if not ok:
             bad.append(f"features/{e.name}")
-    bad += [f"fmri2021/{e.name}" for e in entries("fmri2021") if _cached_meta(e) is None]
+    bad += [f"fmri2021/{e.name}" for e in entries("fmri2021") if cached_meta(e) is None]
     return bad
 
 

@@ -50,6 +50,7 @@ class RunKindView:
     form: Callable[[str], Launch | None] | None = None
     columns: Callable[[Run], dict] = field(default=lambda run: {})
     details: Callable[[Run], None] | None = None
+    live: bool = False  # show ``details`` while the run is active too (a search's best-so-far, a training curve)
 
 
 def open_store() -> RunStore:
@@ -197,7 +198,7 @@ def _details(store: RunStore, key: str, runs: list[Run], kinds: Mapping[str, Run
     if run.error:
         st.error(f"{run.status}: {run.error}")
     view = kinds.get(run.kind)
-    if run.status == "done" and view is not None and view.details is not None:
+    if view is not None and view.details is not None and (run.status == "done" or (view.live and run.active)):
         view.details(run)
     log, config, results = st.tabs(["Log", "Config", "Results"])
     log.code(store.read_log(run.id, LOG_CHARS) or "(no log yet)", language=None)

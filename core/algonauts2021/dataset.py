@@ -193,7 +193,7 @@ def _parse_roi_pickle(path: Path, require_mask: bool) -> tuple[np.ndarray, Optio
     return train.astype(np.float32, copy=False), mask
 
 
-def _cached_meta(entry: Path) -> Optional[dict]:
+def cached_meta(entry: Path) -> Optional[dict]:
     """The cache entry's ``meta.json`` if the entry is whole (its arrays complete), else ``None``."""
     try:
         meta = json.loads((entry / "meta.json").read_text())
@@ -213,13 +213,13 @@ def _open_roi_file(path_str: str, size: int, mtime_ns: int, require_mask: bool, 
     path = Path(path_str)
     parent = Path(cache_root) / "fmri2021"
     entry = parent / _cache_key(path)
-    meta = _cached_meta(entry)
+    meta = cached_meta(entry)
     if meta is None:
         if entry.exists():  # published entries are whole, so this one was damaged since: rebuild it
             set_aside(entry, "incomplete or unreadable arrays / meta.json")
         train, mask = _parse_roi_pickle(path, require_mask)
         clean_stale(parent)
-        with staging_dir(entry, valid=lambda e: _cached_meta(e) is not None) as tmp:
+        with staging_dir(entry, valid=lambda e: cached_meta(e) is not None) as tmp:
             save_npy(tmp / "train.npy", train.mean(axis=1, dtype=np.float64).astype(np.float32))
             if train.shape[1] >= 2:
                 save_npy(tmp / "noise_ceiling.npy", split_half_noise_ceiling(train))
@@ -228,7 +228,7 @@ def _open_roi_file(path_str: str, size: int, mtime_ns: int, require_mask: bool, 
             write_json(tmp / "meta.json", {"source": str(path), "size": size, "mtime_ns": mtime_ns,
                                            "shape": list(train.shape), "has_mask": mask is not None,
                                            "version": _CACHE_VERSION})
-        meta = _cached_meta(entry)
+        meta = cached_meta(entry)
         if meta is None:
             raise DatasetError(f"{entry}: the cache entry just written does not read back (disk failing?)")
     if require_mask and not meta["has_mask"]:

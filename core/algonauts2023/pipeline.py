@@ -40,8 +40,9 @@ class FeatureConfig:
     layers: list[str] = field(default_factory=list)
     device: str | None = None  # None: cuda when available
     resolution: int = 224
-    reduction: str = "pca"
-    n_components: int = 100
+    reduction: str = "pca"  # "pca" | "pool" | "none"
+    n_components: int = 100  # pca
+    pool_size: int = 2  # pool: k x k per channel
     seed: int = 0
     cache_dir: str | None = None  # feature cache root (default: the product's cache)
 
@@ -62,12 +63,14 @@ class FeatureConfig:
     def extraction(self) -> ExtractionConfig:
         return ExtractionConfig(model=self.model, weights=self.weights, layers=list(self.layers),
                                 resolution=self.resolution, reduction=self.reduction,
-                                n_components=self.n_components, seed=self.seed)
+                                n_components=self.n_components, pool_size=self.pool_size, seed=self.seed)
 
     def checked(self) -> Self:
         """This config with every setting validated and normalised; ``UserError`` on the first problem."""
         if not self.subjects:
             raise UserError("no subjects chosen")
+        if self.reduction == "pool" and not 1 <= int(self.pool_size) <= 64:
+            raise UserError(f"pool size must be between 1 and 64, got {self.pool_size}")
         if self.device not in (None, "cpu", "cuda"):
             raise UserError(f"unknown device '{self.device}' (use cpu or cuda)")
         ds = open_dataset(self.data, self.subjects)
@@ -88,12 +91,32 @@ class FeatureConfig:
 
 @dataclass
 class EncodingConfig(FeatureConfig):
-    """A fit or pipeline run: features, then an encoding model per subject and hemisphere."""
+    """A fit or pipeline run: features, then an encoding model per subject and hemisphere.
 
+    Default recipe: 7 x 7 average pooling of each layer, ridge with per-vertex CV alpha (solved in
+    the dual when the pooled features outnumber the images). On the demo (MobileNetV2
+    ``features.10``, 1,000 training images, held-out 10%) it scored 62.9% noise-normalised vs 59.1%
+    for PCA-100, 61.1% for PCA-999 and 61.2% un-reduced, and fits faster than PCA-999 in the primal.
+    """
+
+    reduction: str = "pool"
+    pool_size: int = 7
     estimator: str = "ridge"
     val_fraction: float = 0.1
+    pls_components: int = 10  # pls
+    alpha: float = 0.01  # elasticnet
+    l1_ratio: float = 0.5  # elasticnet
+
+    def estimator_params(self) -> dict:
+        """Settings of the estimators that take any (``pls``, ``elasticnet``)."""
+        return {"pls": {"n_components": int(self.pls_components)},
+                "elasticnet": {"alpha": float(self.alpha), "l1_ratio": float(self.l1_ratio)}}.get(self.estimator, {})
 
     def checked(self) -> Self:
+        if self.estimator == "pls" and self.pls_components < 1:
+            raise UserError(f"PLS needs at least 1 component, got {self.pls_components}")
+        if self.estimator == "elasticnet" and not (self.alpha > 0 and 0 <= self.l1_ratio <= 1):
+            raise UserError(f"elastic net needs alpha > 0 and l1_ratio in [0, 1], got {self.alpha}, {self.l1_ratio}")
         if self.estimator not in ESTIMATORS:
             raise UserError(f"unknown estimator '{self.estimator}' (use one of: {', '.join(ESTIMATORS)})")
         if self.estimator == "banded" and len(self.layers) < 2:
@@ -156,7 +179,7 @@ def _roi_rows(result: SubjectResult) -> list[dict]:
     return rows
 
 
-def _extract_subject(cfg: FeatureConfig, subj: Subject, progress: Progress | None,
+def extract_subject(cfg: FeatureConfig, subj: Subject, progress: Progress | None,
                      log: Callable[[str], None] | None, timings: dict[str, float]) -> dict[str, FeatureEntry]:
     with timed(timings, "extract", log):
         return extract_features(subj.train_images, subj.test_images, cfg.extraction(), cache_dir=cfg.cache_dir,
@@ -169,8 +192,30 @@ def extract(cfg: FeatureConfig, *, progress: Progress | None = None, log: Callab
     timings = {} if timings is None else timings
     ds = open_dataset(cfg.data, cfg.subjects)
     n = len(cfg.subjects)
-    return {ds.subject(s).name: _extract_subject(cfg, ds.subject(s), scaled(progress, i / n, (i + 1) / n), log, timings)
+    return {ds.subject(s).name: extract_subject(cfg, ds.subject(s), scaled(progress, i / n, (i + 1) / n), log, timings)
             for i, s in enumerate(cfg.subjects)}
+
+
+def write_result(out: Path, result: SubjectResult, subject: Subject) -> dict:
+    """One subject's result folder (arrays, details, per-ROI table); returns its summary entry."""
+    artifacts.write_subject(out / subject.name, result.arrays(), result.info)
+    artifacts.write_roi_table(out / subject.name, _roi_rows(result))
+    return _subject_summary(result, subject)
+
+
+def write_summary(out: Path, metrics: dict, timings: dict, start: float, progress: Progress | None) -> dict:
+    """``metrics`` plus the step timings, written last as the folder's ``metrics.json``."""
+    metrics["seconds"] = {**timings, "total": round(time.perf_counter() - start, 3)}
+    artifacts.write_summary(out, metrics)
+    report(progress, 1.0, "done")
+    return metrics
+
+
+def write_submission(out: Path, subjects: Sequence[int], ds) -> None:
+    """The submission zip of a result folder, from its subjects' test predictions."""
+    predictions = {s: {h: artifacts.read_part(out / f"subj{s:02d}", h, "pred_test", mmap=True) for h in HEMIS}
+                   for s in subjects}
+    build_submission(artifacts.submission_file(out), predictions, ds)
 
 
 def encode(cfg: EncodingConfig, out: Path, *, submission: bool, progress: Progress | None = None,
@@ -190,24 +235,18 @@ def encode(cfg: EncodingConfig, out: Path, *, submission: bool, progress: Progre
     for i, s in enumerate(cfg.subjects):
         subj = ds.subject(s)
         step = scaled(progress, i / n, (i + 1) / n)
-        entries = _extract_subject(cfg, subj, scaled(step, 0.0, 0.6), log, timings)
+        entries = extract_subject(cfg, subj, scaled(step, 0.0, 0.6), log, timings)
         with timed(timings, "encode", log):
             result = fit_subject(subj, [entries[layer].path for layer in cfg.layers], cfg.estimator,
-                                 validation=validation, backend=cfg.backend, progress=scaled(step, 0.6, 1.0))
-        artifacts.write_subject(out / subj.name, result.arrays(), result.info)
-        artifacts.write_roi_table(out / subj.name, _roi_rows(result))
-        metrics[subj.name] = _subject_summary(result, subj)
+                                 validation=validation, backend=cfg.backend, params=cfg.estimator_params(),
+                                 progress=scaled(step, 0.6, 1.0))
+        metrics[subj.name] = write_result(out, result, subj)
         if log is not None:
             log(f"{subj.name}: median r " + ", ".join(f"{h} {v:.3f}" if (v := metrics[subj.name][f"{h}_median_r"]) is not None else f"{h} n/a" for h in HEMIS))
     if submission:
         with timed(timings, "submission", log):
-            predictions = {s: {h: artifacts.read_part(out / f"subj{s:02d}", h, "pred_test", mmap=True) for h in HEMIS}
-                           for s in cfg.subjects}
-            build_submission(artifacts.submission_file(out), predictions, ds)
-    metrics["seconds"] = {**timings, "total": round(time.perf_counter() - start, 3)}
-    artifacts.write_summary(out, metrics)
-    report(progress, 1.0, "done")
-    return metrics
+            write_submission(out, cfg.subjects, ds)
+    return write_summary(out, metrics, timings, start, progress)
 
 
 def extract_task(ctx: TaskContext) -> dict:

@@ -1,7 +1,9 @@
 """``python -m core pipeline``: features, encoding with validation, refit, submission, in one command.
 
     python -m core pipeline --data DIR --subjects 1 [2 ...] --model NAME [--weights WEIGHTS] \\
-        --layers L [L ...] --out OUT [--force] [--device cpu|cuda] [--estimator ridge|ols|banded]
+        --layers L [L ...] --out OUT [--force] [--device cpu|cuda]
+        [--estimator ridge|ols|banded|kernel_ridge|pls|elasticnet] [--reduction pca|pool|none]
+        [--n-components K] [--pool-size S]
 
 Writes ``OUT/submission.zip`` (Algonauts 2023 layout, validated) and ``OUT/metrics.json``
 (``{"subjXX": {lh_median_r, rh_median_r, roi_median_r, noise_normalized}, "seconds": {...}}``;
@@ -20,24 +22,30 @@ import sys
 from pathlib import Path
 
 from core.commands.extract import WEIGHTS_HELP
+from core.encoding.fitting import ESTIMATORS
 from core.util import outdir
+from core.util.errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="extract, fit, validate, refit and write the submission zip + metrics",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="data directory holding subj01 ... subj08")
-    p.add_argument("--subjects", required=True, nargs="+", metavar="N", help="subject numbers (1 2 ...)")
-    p.add_argument("--model", required=True, help="torchvision model name (e.g. mobilenet_v2, alexnet)")
-    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
+    add_input_args(p)
     p.add_argument("--layers", required=True, nargs="+", metavar="L", help="layers (concatenated; banded: one band each)")
     p.add_argument("--out", required=True, type=Path,
                    help=f"output directory (submission.zip, metrics.json); {outdir.RULE}")
     p.add_argument("--force", action="store_true", help=outdir.FORCE_HELP)
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    p.add_argument("--estimator", choices=("ridge", "ols", "banded"), default="ridge", help="default: ridge")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="ridge",
+                   help="default: ridge (per-vertex CV alpha; solved in the dual when features outnumber images)")
     p.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
-    p.add_argument("--n-components", type=int, default=100, help="PCA components per layer (default 100)")
+    p.add_argument("--reduction", choices=("pca", "pool", "none"), default="pool",
+                   help="per layer: PCA on the training images, spatial pooling (conv layers), or none (default pool)")
+    p.add_argument("--n-components", type=int, default=100, help="PCA components per layer (--reduction pca; default 100)")
+    p.add_argument("--pool-size", type=int, default=7, help="pool conv maps to k x k per channel (default 7)")
+    p.add_argument("--pls-components", type=int, default=10, help="PLS latent components (default 10)")
+    p.add_argument("--alpha", type=float, default=0.01, help="elastic net alpha (default 0.01)")
+    p.add_argument("--l1-ratio", type=float, default=0.5, help="elastic net L1 ratio (default 0.5)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out validation fraction (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of PCA and the validation split (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -47,10 +55,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="challenge tracks to fit and submit (default both)")
     v.add_argument("--motion-energy", action="store_true", help="add pymoten motion-energy features")
     p.set_defaults(func=run)
-    p.error = _one_line_error  # type: ignore[method-assign]
+    p.error = one_line_error  # type: ignore[method-assign]
 
 
-def _one_line_error(message: str) -> None:
+def add_input_args(p: argparse.ArgumentParser) -> None:
+    """``--data``, ``--subjects``, ``--model``, ``--weights`` (shared with ``search``)."""
+    p.add_argument("--data", required=True, help="data directory holding subj01 ... subj08")
+    p.add_argument("--subjects", required=True, nargs="+", metavar="N", help="subject numbers (1 2 ...)")
+    p.add_argument("--model", required=True, help="torchvision model name (e.g. mobilenet_v2, alexnet)")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
+
+
+def one_line_error(message: str) -> None:
+    """argparse's error as one line and exit 2 (no usage block), like every other bad input."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -83,7 +100,9 @@ def _run_2023(args: argparse.Namespace) -> int:
     cfg = EncodingConfig(
         data=str(args.data), subjects=list(args.subjects), model=args.model, weights=args.weights,
         layers=list(args.layers), device=args.device, estimator=args.estimator, resolution=args.resolution,
-        n_components=args.n_components, val_fraction=args.val_fraction, seed=args.seed,
+        reduction=args.reduction, n_components=args.n_components, pool_size=args.pool_size,
+        val_fraction=args.val_fraction, seed=args.seed, pls_components=args.pls_components, alpha=args.alpha,
+        l1_ratio=args.l1_ratio,
     ).checked()
     with _progress(args) as bar:
         metrics = _in_work_dir(args, lambda work: (encode(cfg, work, submission=True, progress=bar),

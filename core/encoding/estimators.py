@@ -66,8 +66,8 @@ def _check_Y(Y: Any, n: int) -> tuple[np.ndarray, bool]:
 # ---------------------------------------------------------------------------------------------
 # estimators
 # ---------------------------------------------------------------------------------------------
-class _LinearModel:
-    """Shared parameter handling and ``fit`` / ``fit_holdout`` / ``predict`` / ``score`` of the linear models.
+class LinearModel:
+    """The base of every estimator: parameter handling, ``fit`` / ``fit_holdout`` / ``predict`` / ``score``.
 
     As in scikit-learn, the parameters are the arguments of ``__init__`` (stored unchanged) and
     everything learned ends with ``_``; a subclass implements ``_fit``.
@@ -152,7 +152,7 @@ class _LinearModel:
         X, _ = self._prepare_X(X, fitted=True)
         if X.shape[1] != self.coef_.shape[0]:
             raise UserError(f"X has {X.shape[1]} features but the model was fitted on {self.coef_.shape[0]}")
-        bk = get_backend(self.backend)
+        bk = get_backend(getattr(self, "backend", "auto"))  # PLS / ElasticNet have no backend parameter
         t = self.coef_.shape[1]
         out = np.empty((X.shape[0], t), dtype=np.float32)
         Xd = bk.asarray(X)
@@ -169,7 +169,7 @@ class _LinearModel:
         return pearson_r(np.asarray(Y), self.predict(X))
 
 
-class OLS(_LinearModel):
+class OLS(LinearModel):
     """Ordinary least squares with intercept (the devkits' ``LinearRegression``), all vertices at once.
 
     The minimum-norm solution when features are collinear (as ``numpy.linalg.lstsq``).
@@ -190,7 +190,7 @@ class OLS(_LinearModel):
         return self.fit(X, Y, progress)
 
 
-class Ridge(_LinearModel):
+class Ridge(LinearModel):
     """Ridge regression with a fixed alpha (a number, or one per vertex)."""
 
     def __init__(self, alpha: float | np.ndarray = 1.0, standardize: str | bool = "space",
@@ -211,7 +211,7 @@ class Ridge(_LinearModel):
         return self.fit(X, Y, progress)
 
 
-class _SearchCV(_LinearModel):
+class _SearchCV(LinearModel):
     """What ``RidgeCV`` and ``BandedRidgeCV`` share: the per-vertex CV search, and ``refit``."""
 
     def _search_fit(self, X, Y, sizes: Sequence[int] | None, mults: list[np.ndarray], alphas: np.ndarray,

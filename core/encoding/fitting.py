@@ -28,13 +28,15 @@ import numpy as np
 from core import __version__
 from core.encoding.backends import resolve_backend_name
 from core.encoding.estimators import DEFAULT_ALPHAS, OLS, BandedRidgeCV, RidgeCV
+from core.encoding.kernel import KernelRidgeCV
+from core.encoding.pls_elasticnet import PLS, ElasticNet
 from core.util.errors import UserError
 from core.encoding.metrics import part_metrics
 from core.util.progress import Progress, report, scaled
 from core.encoding.splits import Validation
 from core.encoding.subjects import FitSubject
 
-ESTIMATORS = ("ridge", "ols", "banded")
+ESTIMATORS = ("ridge", "ols", "banded", "kernel_ridge", "pls", "elasticnet")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,14 +122,25 @@ def _finite(name: str, X: np.ndarray) -> np.ndarray:
 # estimators
 # ---------------------------------------------------------------------------------------------
 def make_estimator(kind: str, *, alphas: Sequence[float] | None = None, cv: int = 5, seed: int = 0,
-                   backend: str = "auto", space_sizes: Sequence[int] | None = None, standardize: str = "space"):
-    """``"ridge"`` (RidgeCV, per-vertex alpha), ``"ols"``, or ``"banded"`` (BandedRidgeCV).
+                   backend: str = "auto", space_sizes: Sequence[int] | None = None, standardize: str = "space",
+                   n_rows: int | None = None, params: dict | None = None):
+    """``"ridge"`` (RidgeCV, per-vertex alpha), ``"ols"``, ``"banded"`` (BandedRidgeCV),
+    ``"kernel_ridge"`` (KernelRidgeCV), ``"pls"`` or ``"elasticnet"`` (``params``: their settings).
 
     ``space_sizes``: widths of the feature entries that were concatenated (each is standardised
-    as one space; for ``banded`` each is a band).
+    as one space; for ``banded`` each is a band). ``ridge`` solves in the dual (KernelRidgeCV, the
+    same numbers) when the features outnumber the ``n_rows`` training images.
     """
+    params = dict(params or {})
     alphas = DEFAULT_ALPHAS if alphas is None else tuple(float(a) for a in alphas)
     sizes = None if space_sizes is None else [int(x) for x in space_sizes]
+    if kind == "kernel_ridge" or (kind == "ridge" and n_rows and sizes and sum(sizes) > n_rows):
+        return KernelRidgeCV(alphas=alphas, cv=cv, seed=seed, backend=backend, standardize=standardize,
+                             space_sizes=sizes)
+    if kind == "pls":
+        return PLS(**params)
+    if kind == "elasticnet":
+        return ElasticNet(**params)
     if kind == "ridge":
         return RidgeCV(alphas=alphas, cv=cv, seed=seed, backend=backend, standardize=standardize, space_sizes=sizes)
     if kind == "ols":
@@ -211,8 +224,10 @@ def fit_part(estimator, X: Any, X_test: Any, Y: np.ndarray, validation: Validati
 def fit_subject(subject: FitSubject, features: Sequence[str | os.PathLike], estimator: str = "ridge", *,
                 validation: Validation | None = None, alphas: Sequence[float] | None = None, cv: int = 5,
                 backend: str = "auto", standardize: str = "space", parts: Sequence[str] | None = None,
-                progress: Progress | None = None) -> SubjectResult:
-    """Fit, validate and predict every part of ``subject`` (``parts``; default ``subject.parts``)."""
+                params: dict | None = None, progress: Progress | None = None) -> SubjectResult:
+    """Fit, validate and predict every part of ``subject`` (``parts``; default ``subject.parts``).
+
+    ``params``: the estimator's own settings (PLS ``n_components``, ElasticNet ``alpha`` / ``l1_ratio``)."""
     parts = tuple(subject.parts if parts is None else parts)
     validation = validation or Validation()
     backend_name = resolve_backend_name(backend)
@@ -228,7 +243,8 @@ def fit_subject(subject: FitSubject, features: Sequence[str | os.PathLike], esti
         X = _finite("training features", np.concatenate([np.asarray(f.train, dtype=np.float32) for f in feats], 1))
         X_test = _finite("test features", np.concatenate([np.asarray(f.test, dtype=np.float32) for f in feats], 1))
     est = make_estimator(estimator, alphas=alphas, cv=cv, seed=validation.seed, backend=backend_name,
-                         space_sizes=[f.width for f in feats], standardize=standardize)
+                         space_sizes=[f.width for f in feats], standardize=standardize, n_rows=subject.n_train,
+                         params=params)
     results: dict[str, PartResult] = {}
     details = {}
     for i, part in enumerate(parts):

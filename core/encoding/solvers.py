@@ -350,7 +350,8 @@ class FitResult:
     scores_by_alpha: np.ndarray | None = None
 
 
-def _rows(n: int, holdout: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+def split_rows(n: int, holdout: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows to fit on and the held-out rows (checked), from ``n`` rows and held-out indices."""
     if holdout is None:
         return np.arange(n), None
     holdout = np.unique(np.asarray(holdout, dtype=np.int64))
@@ -377,7 +378,7 @@ def _solve_ridge(bk: Backend, X, Y, alphas_t, spaces, standardize, g, targets, h
                  progress) -> FitResult:
     n, p = X.shape
     t = Y.shape[1] if targets is None else len(targets)
-    fit_rows, hold = _rows(n, holdout)
+    fit_rows, hold = split_rows(n, holdout)
     eng = _Engine(bk, X, [fit_rows], hold, standardize, spaces)
     g_dev = bk.asarray(np.ones(p) if g is None else g, dtype="float64")
     fac_fit = eng.factor(g_dev, None)
@@ -421,7 +422,7 @@ def _solve_ridge_cv(bk: Backend, X, Y, mults, alphas, cv, seed, spaces, standard
                     progress) -> FitResult:
     n, p = X.shape
     t = Y.shape[1]
-    fit_rows, hold = _rows(n, holdout)
+    fit_rows, hold = split_rows(n, holdout)
     splits = resolve_cv(cv, len(fit_rows), seed)
     eng = _Engine(bk, X, [fit_rows[va] for _, va in splits], hold, standardize, spaces)
     alphas_dev = bk.asarray(alphas, dtype="float64")

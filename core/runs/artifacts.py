@@ -13,6 +13,8 @@ subject's results per *part* (a hemisphere ``lh`` / ``rh`` in 2023, a track ``mi
     OUT/<subject>/roi_r.csv                per-ROI table (its columns are the challenge's)
     OUT/features.json                      extraction runs: feature entries per subject and layer
     OUT/submission.zip | <track>.zip       validated submissions (their content belongs to the submission modules)
+    OUT/study.db                           searches: the Optuna study storage (SQLite; a rerun resumes from it)
+    OUT/trials.csv                         searches: every trial (scope, parameters, CV score, state, seconds)
     OUT/metrics.json                       the summary, written last: its presence marks a complete result
 
 Every write is atomic (``core.util.fileio``). Readers raise ``UserError`` naming the missing file.
@@ -36,6 +38,8 @@ METRICS = "metrics.json"
 ROI_TABLE = "roi_r.csv"
 SUBMISSION = "submission.zip"
 FEATURES = "features.json"
+STUDY = "study.db"
+TRIALS = "trials.csv"
 PART_ARRAYS = ("val_r", "pred_test", "alphas", "band_weights")
 _TEXT_COLUMNS = ("hemi", "track", "roi", "roi_class")
 
@@ -82,6 +86,41 @@ def write_summary(out_dir: str | os.PathLike, summary: dict) -> Path:
 def write_features(out_dir: str | os.PathLike, listing: dict) -> Path:
     """An extraction run's feature entries: ``{subject: {layer: path}}``."""
     return write_json(Path(out_dir) / FEATURES, listing)
+
+
+def study_storage(out_dir: str | os.PathLike) -> str:
+    """The SQLAlchemy URL of a search's Optuna storage in this folder."""
+    return f"sqlite:///{(Path(out_dir).expanduser().resolve() / STUDY).as_posix()}"
+
+
+def write_trials(out_dir: str | os.PathLike, rows: list[dict]) -> Path:
+    """A search's ``trials.csv``: one row per trial; columns are the union of the rows' keys, in order."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns or ["scope"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
+    return write_text(Path(out_dir) / TRIALS, buf.getvalue())
+
+
+def read_trials(out_dir: str | os.PathLike) -> list[dict]:
+    """Rows of ``trials.csv``: numbers as float (int where whole), empty cells as None, text as str."""
+    path = _existing(Path(out_dir) / TRIALS, "trials table")
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        for key, value in row.items():
+            if value == "":
+                row[key] = None
+                continue
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            row[key] = int(number) if number.is_integer() and "." not in value and "e" not in value else number
+    return rows
 
 
 def submission_file(out_dir: str | os.PathLike, name: str = SUBMISSION) -> Path:

@@ -1,0 +1,77 @@
+"""``python -m core search``: per-scope hyper-parameter search (Optuna), refit of the best, submission.
+
+    python -m core search --data DIR --subjects 1 --model NAME --weights W --layers L [L ...] \\
+        --trials N --out OUT [--scope roi|class|hemisphere] [--timeout S] [--jobs J] [--device cpu|cuda]
+
+One Optuna study per scope (each ROI, ROI class or hemisphere; the hemispheres always) over layer,
+PCA components (slices of one large PCA per layer) or pooling, and estimator (ridge with per-vertex
+CV alpha, banded ridge, PLS, elastic net), scored by K-fold CV on the training images. Writes
+``OUT/submission.zip``, ``OUT/metrics.json`` (as ``pipeline``), ``OUT/trials.csv`` and the study
+``OUT/study.db``: running the same command again resumes a stopped search. Trials run in ``--jobs``
+local processes, or as Ray tasks on the cluster at ``$BES_RAY_ADDRESS``. Everything is checked
+before any work starts; on an error nothing is written to OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+from core.commands.pipeline import one_line_error, add_input_args
+from core.util.errors import UserError
+
+ESTIMATOR_CHOICES = ("ridge", "banded", "pls", "elasticnet")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="hyper-parameter search per ROI / class / hemisphere (Optuna), then submit",
+                       description=__doc__.split("\n\n")[0])
+    add_input_args(p)
+    p.add_argument("--layers", required=True, nargs="+", metavar="L", help="candidate layers")
+    p.add_argument("--trials", required=True, type=int, help="trials per scope")
+    p.add_argument("--out", required=True, type=Path, help="output directory (resumes the search found there)")
+    p.add_argument("--scope", choices=("roi", "class", "hemisphere"), default="roi", help="one study per ... (default roi)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
+    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--estimators", nargs="+", choices=ESTIMATOR_CHOICES, default=list(ESTIMATOR_CHOICES),
+                   help="candidate estimators (default all)")
+    p.add_argument("--n-components", type=int, default=1000,
+                   help="PCA components per layer; trials use its first k (default 1000, at most images - 1)")
+    p.add_argument("--pool-size", type=int, default=0, help="also try k x k pooling of each layer (default 0: no)")
+    p.add_argument("--folds", type=int, default=5, help="CV folds of the objective (default 5)")
+    p.add_argument("--sampler", choices=("tpe", "gp"), default="tpe", help="Optuna sampler (default tpe)")
+    p.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
+    p.add_argument("--seed", type=int, default=0, help="seed of PCA, folds and sampler (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    p.error = one_line_error  # type: ignore[method-assign]
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.runs.artifacts import METRICS, SUBMISSION, TRIALS
+    from core.search.study import SearchConfig, run_search
+    from core.util.progress import TqdmProgress
+
+    out = args.out.expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    cfg = SearchConfig(
+        data=str(args.data), subjects=list(args.subjects), model=args.model, weights=args.weights,
+        layers=list(args.layers), device=args.device, resolution=args.resolution, n_components=args.n_components,
+        pool_size=args.pool_size, seed=args.seed, trials=args.trials, scope=args.scope, timeout=args.timeout,
+        jobs=args.jobs, estimators=list(args.estimators), folds=args.folds, sampler=args.sampler,
+    ).checked()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the output here ({exc.strerror})") from None
+    with contextlib.nullcontext() if args.quiet else TqdmProgress(desc="search") as bar:
+        metrics = run_search(cfg, out, progress=bar)
+    for name in (f"subj{s:02d}" for s in cfg.subjects):
+        m = metrics[name]
+        nn = "n/a" if m["noise_normalized"] is None else f"{m['noise_normalized']:.1f}%"
+        print(f"{name}: median r lh {m['lh_median_r']:.3f}, rh {m['rh_median_r']:.3f}; noise-normalised {nn}")
+    print(f"wrote {out / SUBMISSION}, {out / METRICS} and {out / TRIALS} in {metrics['seconds']['total']:.0f} s")
+    return 0

@@ -1,0 +1,157 @@
+"""What a trial is: the search space, the features and estimator it names, and its K-fold CV score.
+
+A trial picks an estimator (ridge with per-vertex CV alpha, banded ridge over all layers, PLS,
+elastic net), a layer, a reduction (the first ``k`` columns of the layer's one large PCA, or
+spatial pooling) and the estimator's own settings. Features come from a :class:`Bank` of cached
+entries loaded once per worker, so a trial costs its fits only. The objective is the K-fold CV
+score on the training images of the scope's vertices: the noise-normalised score (percent) when
+a noise ceiling is shipped, else the median r; it is reported after every fold so that a pruner
+stops bad trials after their first folds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from core.encoding.fitting import make_estimator
+from core.encoding.metrics import noise_normalized_score, pearson_r
+from core.features.extraction import FeatureEntry
+
+ESTIMATORS = ("ridge", "banded", "pls", "elasticnet")
+MIN_COMPONENTS = 8
+MAX_ENET_COMPONENTS = 128  # coordinate descent costs p^2 per vertex and sweep
+MAX_BAND_COMPONENTS = 128  # banded ridge is solved in the primal, once per band weighting: bands stay small
+PLS_RANGE = (2, 64)
+ENET_ALPHA = (1e-4, 1.0)
+
+
+@dataclass
+class Bank:
+    """Training and test features per reduction (``"pca"``, ``"pool"``) and layer, in memory."""
+
+    layers: list[str]
+    train: dict[tuple[str, str], np.ndarray]
+    test: dict[tuple[str, str], np.ndarray]
+
+    @classmethod
+    def open(cls, paths: dict[str, dict[str, str]]) -> "Bank":
+        """``paths[reduction][layer]``: feature entry folders (from the feature cache)."""
+        train, test, layers = {}, {}, []
+        for reduction, entries in paths.items():
+            for layer, path in entries.items():
+                tr, te = FeatureEntry.open(path).load()
+                train[reduction, layer] = np.ascontiguousarray(tr, dtype=np.float32)
+                test[reduction, layer] = np.ascontiguousarray(te, dtype=np.float32)
+                layers += [layer] if layer not in layers else []
+        return cls(layers, train, test)
+
+    @property
+    def reductions(self) -> list[str]:
+        return sorted({r for r, _ in self.train})
+
+    def max_components(self) -> int:
+        return min(self.train["pca", layer].shape[1] for layer in self.layers)
+
+    def design(self, params: dict, split: str) -> np.ndarray | list[np.ndarray]:
+        """The features a trial's parameters name (a list of bands for banded ridge)."""
+        store = self.train if split == "train" else self.test
+        if params["estimator"] == "banded":
+            return [store["pca", layer][:, : params["n_components"]] for layer in self.layers]
+        X = store[params.get("reduction", "pca"), params["layer"]]
+        return X[:, : params["n_components"]] if params.get("reduction", "pca") == "pca" else X
+
+
+def suggest(trial, bank: Bank, estimators: list[str]) -> dict:
+    """Draw a trial's parameters (define-by-run; conditional on the estimator)."""
+    est = trial.suggest_categorical("estimator", estimators)
+    params: dict[str, Any] = {"estimator": est}
+    if est != "banded":
+        params["layer"] = trial.suggest_categorical("layer", bank.layers)
+    if est in ("ridge", "pls") and "pool" in bank.reductions:
+        params["reduction"] = trial.suggest_categorical("reduction", ["pca", "pool"])
+    if params.get("reduction", "pca") == "pca":  # PCA sizes: one parameter per range (TPE models each alone)
+        name, cap = {"banded": ("band_components", MAX_BAND_COMPONENTS),
+                     "elasticnet": ("enet_components", MAX_ENET_COMPONENTS)}.get(est, ("n_components", None))
+        top = min(bank.max_components(), cap or bank.max_components())
+        params["n_components"] = trial.suggest_int(name, min(MIN_COMPONENTS, top), top, log=True)
+    if est == "pls":
+        params["pls_components"] = trial.suggest_int("pls_components", *PLS_RANGE, log=True)
+    if est == "elasticnet":
+        params["alpha"] = trial.suggest_float("alpha", *ENET_ALPHA, log=True)
+        params["l1_ratio"] = trial.suggest_float("l1_ratio", 0.05, 1.0)
+    return params
+
+
+def estimator(params: dict, X: Any, n_rows: int, backend: str, seed: int):
+    """A fresh estimator for ``params`` on design ``X`` fitted on ``n_rows`` images."""
+    sizes = [x.shape[1] for x in X] if isinstance(X, list) else [X.shape[1]]
+    kind = params["estimator"]
+    extra = {}
+    if kind == "pls":
+        extra = {"n_components": int(min(params["pls_components"], sizes[0], n_rows - 1))}
+    elif kind == "elasticnet":
+        extra = {"alpha": params["alpha"], "l1_ratio": params["l1_ratio"]}
+    return make_estimator(kind, seed=seed, backend=backend, space_sizes=sizes, n_rows=n_rows, params=extra)
+
+
+def rows(X: np.ndarray | list[np.ndarray], idx: np.ndarray) -> np.ndarray | list[np.ndarray]:
+    return [x[idx] for x in X] if isinstance(X, list) else X[idx]
+
+
+def score(r: np.ndarray, noise_ceiling: np.ndarray | None) -> float:
+    """The objective: noise-normalised score (percent) with a noise ceiling, else median r (NaN as 0)."""
+    r = np.nan_to_num(np.asarray(r, dtype=np.float64))
+    return float(noise_normalized_score(r, noise_ceiling)) if noise_ceiling is not None else float(np.median(r))
+
+
+@dataclass
+class CVResult:
+    r: np.ndarray  # mean validation r per vertex over the folds run
+    score: float
+    folds: int
+    fit_seconds: float
+
+
+def cross_validate(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_ceiling: np.ndarray | None,
+                   backend: str, seed: int, after_fold: Callable[[int, float], None] | None = None,
+                   clock: dict | None = None) -> CVResult:
+    """K-fold CV of one configuration; ``after_fold(k, score so far)`` may raise to stop (pruning).
+
+    ``clock["fit"]`` accumulates the seconds spent fitting and predicting (what a trial costs).
+    """
+    X = bank.design(params, "train")
+    total = np.zeros(Y.shape[1])
+    clock = {"fit": 0.0} if clock is None else clock
+    for k, (tr, va) in enumerate(splits):
+        t0 = time.perf_counter()
+        est = estimator(params, X, len(tr), backend, seed).fit(rows(X, tr), Y[tr])
+        pred = est.predict(rows(X, va))
+        total += np.nan_to_num(pearson_r(Y[va], pred))
+        clock["fit"] += time.perf_counter() - t0
+        if after_fold is not None:
+            after_fold(k, score(total / (k + 1), noise_ceiling))
+    r = (total / len(splits)).astype(np.float32)
+    return CVResult(r, score(r, noise_ceiling), len(splits), clock["fit"])
+
+
+def describe(params: dict) -> str:
+    """A short label: ``ridge features.10 pca-112``."""
+    parts = [params["estimator"], params.get("layer", "all layers")]
+    if params.get("reduction", "pca") == "pca":
+        parts.append(f"pca-{params['n_components']}")
+    else:
+        parts.append("pool")
+    if "pls_components" in params:
+        parts.append(f"{params['pls_components']} comp.")
+    if "alpha" in params:
+        parts.append(f"alpha {params['alpha']:.2g} l1 {params['l1_ratio']:.2f}")
+    return " ".join(parts)
+
+
+def entry_paths(entries: dict[str, dict[str, FeatureEntry]]) -> dict[str, dict[str, str]]:
+    return {red: {layer: str(Path(e.path)) for layer, e in layers.items()} for red, layers in entries.items()}

@@ -1,0 +1,473 @@
+"""The search: one Optuna study per scope, run by parallel workers, assembled into a result folder.
+
+``run_search(cfg, out)`` extracts each layer once (one large PCA per layer, optionally pooling),
+creates or reopens one study per scope in ``out/study.db`` (Optuna RDB storage on SQLite), runs
+``cfg.jobs`` worker processes that share it (Ray tasks when ``$BES_RAY_ADDRESS`` is set), then
+refits each scope's best configuration on all training images and writes the subject's results,
+``trials.csv``, the submission zip and ``metrics.json`` through :mod:`core.runs.artifacts`.
+
+Resuming: trials are stored as they finish, so running the same search again on the same ``out``
+continues where it stopped; trials that were running when a search was killed are marked failed
+and redone. Scopes: every hemisphere as a whole (always: vertices outside every ROI take it), plus
+every ROI (``roi``) or every ROI class (``class``); a vertex takes the smallest scope holding it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sqlite3
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Self
+
+import numpy as np
+
+from core.algonauts2023.dataset import HEMIS, Subject, open_dataset
+from core.algonauts2023.pipeline import FeatureConfig, extract_subject, write_result, write_submission, write_summary
+from core.encoding.fitting import PartResult, SubjectResult
+from core.encoding.metrics import part_metrics
+from core.encoding.splits import kfold_splits
+from core.runs import artifacts
+from core.runs.kinds import TaskContext, timed
+from core.search import space
+from core.util.errors import UserError
+from core.util.progress import Progress, report, scaled
+
+SCOPES = ("roi", "class", "hemisphere")
+SAMPLERS = ("tpe", "gp")
+FINISHED = ("COMPLETE", "PRUNED")
+# settings that change what a trial means: a folder's study only continues under the same ones
+_IDENTITY = ("model", "weights", "layers", "resolution", "n_components", "pool_size", "seed", "scope",
+             "estimators", "folds")
+
+
+@dataclass
+class SearchConfig(FeatureConfig):
+    """A search run: the layers to extract once, the scopes, the space and the budget.
+
+    ``n_components``: size of the one PCA per layer whose first ``k`` columns the trials use
+    (clipped to the training images - 1); ``pool_size`` > 0 adds ``k x k`` pooling as a candidate.
+    """
+
+    n_components: int = 1000
+    pool_size: int = 0
+    trials: int = 30  # per scope
+    scope: str = "roi"
+    timeout: float | None = None  # seconds for the whole search; None: until every scope has its trials
+    jobs: int = 1
+    estimators: list[str] = field(default_factory=lambda: list(space.ESTIMATORS))
+    folds: int = 5
+    sampler: str = "tpe"
+
+    def checked(self) -> Self:
+        if self.scope not in SCOPES:
+            raise UserError(f"unknown scope '{self.scope}' (use one of: {', '.join(SCOPES)})")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler '{self.sampler}' (use one of: {', '.join(SAMPLERS)})")
+        if self.trials < 1:
+            raise UserError(f"--trials must be at least 1, got {self.trials}")
+        if self.jobs < 1:
+            raise UserError(f"--jobs must be at least 1, got {self.jobs}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise UserError(f"--timeout must be a positive number of seconds, got {self.timeout}")
+        if not 2 <= self.folds <= 20:
+            raise UserError(f"folds must be between 2 and 20, got {self.folds}")
+        if self.pool_size < 0 or self.pool_size > 64:
+            raise UserError(f"pool size must be between 0 (no pooling) and 64, got {self.pool_size}")
+        unknown = [e for e in self.estimators if e not in space.ESTIMATORS]
+        if unknown or not self.estimators:
+            raise UserError(f"unknown estimator '{(unknown or [''])[0]}' (use: {', '.join(space.ESTIMATORS)})")
+        estimators = list(dict.fromkeys(self.estimators))
+        if len(self.layers) < 2 and "banded" in estimators:
+            estimators.remove("banded")
+            if not estimators:
+                raise UserError("the banded estimator needs at least two layers (one band each)")
+        ds = open_dataset(self.data, self.subjects)
+        n_train = min(ds.subject(s).n_train for s in self.subjects)
+        if n_train < 2 * self.folds:
+            raise UserError(f"a subject has {n_train} training images: too few for {self.folds}-fold CV")
+        cfg = replace(self, reduction="pca", n_components=int(min(self.n_components, n_train - 1)),
+                      estimators=estimators)
+        return FeatureConfig.checked(cfg)
+
+    @property
+    def backend(self) -> str:
+        return {None: "auto", "cpu": "numpy", "cuda": "torch_cuda"}[self.device]
+
+    def identity(self) -> dict:
+        d = self.to_dict()
+        return {k: d[k] for k in _IDENTITY}
+
+
+# -- scopes -----------------------------------------------------------------------------------------
+@dataclass
+class Scope:
+    name: str  # "lh", "lh/V1v" (roi), "lh/prf-visualrois" (class)
+    hemi: str
+    mask: np.ndarray
+
+
+def scopes(subject: Subject, kind: str) -> list[Scope]:
+    """Each hemisphere, then its ROIs or ROI classes (those with at least one vertex)."""
+    out = []
+    for hemi in HEMIS:
+        out.append(Scope(hemi, hemi, np.ones(subject.n_vertices[hemi], dtype=bool)))
+        for cls, names in subject.rois(hemi).items() if kind != "hemisphere" else ():
+            masks = {roi: subject.roi_mask(hemi, roi) for roi in names}
+            if kind == "class":
+                out.append(Scope(f"{hemi}/{cls}", hemi, np.any(list(masks.values()), axis=0)))
+            else:
+                out += [Scope(f"{hemi}/{roi}", hemi, m) for roi, m in masks.items() if m.any()]
+    return out
+
+
+def study_name(subject: Subject, scope: Scope) -> str:
+    return f"{subject.name}/{scope.name}"
+
+
+# -- Optuna plumbing ----------------------------------------------------------------------------------
+def storage(url: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 300}})
+
+
+def _sampler(cfg: SearchConfig, worker: int):
+    import optuna
+
+    startup = min(10, max(3, cfg.trials // 3))
+    seed = cfg.seed * 1000 + worker
+    if cfg.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True,
+                                      constant_liar=True)
+
+
+def _pruner():
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+
+
+def _n_finished(study) -> int:
+    import optuna
+
+    states = tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def prepare_studies(url: str, names: list[str], cfg: SearchConfig) -> None:
+    """Create or reopen every study; refuse another search's folder; fail trials a killed search left running."""
+    import optuna
+
+    db = Path(url.removeprefix("sqlite:///"))
+    with sqlite3.connect(db) as con:  # WAL: readers (the dashboard) never block the workers
+        con.execute("PRAGMA journal_mode=WAL")
+    st = storage(url)
+    identity = cfg.identity()
+    for name in names:
+        study = optuna.create_study(study_name=name, storage=st, direction="maximize", load_if_exists=True)
+        stored = study.user_attrs.get("identity")
+        if stored is None:
+            study.set_user_attr("identity", identity)
+        elif stored != identity:
+            diff = next(k for k in identity if stored.get(k) != identity[k])
+            raise UserError(f"{db.parent}: holds a search with another {diff} ({stored.get(diff)!r}); "
+                            "use another --out, or the same settings to resume")
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            st.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+# -- the worker -------------------------------------------------------------------------------------------
+def work(spec: dict) -> int:
+    """One worker: one trial at a time, round-robin over the scopes still short of ``trials`` finished ones.
+
+    Round-robin (from a different scope per worker) keeps every scope moving, so that a time limit
+    leaves each scope with trials. A plain function of a dict, so that it runs in a local process
+    or as a Ray task. Returns the number of trials it ran.
+    """
+    import optuna
+    from threadpoolctl import threadpool_limits
+
+    cfg = SearchConfig.from_dict(spec["config"])
+    subject = open_dataset(cfg.data, [spec["subject"]]).subject(spec["subject"])
+    bank = space.Bank.open(spec["bank"])
+    st = storage(spec["storage"])
+    splits = kfold_splits(subject.n_train, cfg.folds, cfg.seed)
+    deadline = spec.get("deadline")
+    fmri = {h: np.asarray(subject.fmri(h), dtype=np.float32) for h in HEMIS}
+    ceilings = {h: subject.noise_ceiling(h) for h in HEMIS}
+    todo = scopes(subject, cfg.scope)
+    shift = spec["worker"] % len(todo)
+    todo = todo[shift:] + todo[:shift]
+    studies = {sc.name: optuna.load_study(study_name=study_name(subject, sc), storage=st,
+                                          sampler=_sampler(cfg, spec["worker"]), pruner=_pruner()) for sc in todo}
+    ran = 0
+
+    def objective(trial, scope: Scope):
+        params = space.suggest(trial, bank, cfg.estimators)
+        trial.set_user_attr("params", params)
+        clock = {"fit": 0.0}
+        nc = ceilings[scope.hemi]
+
+        def after_fold(k: int, value: float) -> None:
+            trial.report(value, k)
+            if trial.should_prune():
+                trial.set_user_attr("fit_seconds", round(clock["fit"], 4))
+                raise optuna.TrialPruned()
+
+        Y = np.ascontiguousarray(fmri[scope.hemi][:, scope.mask])
+        res = space.cross_validate(params, bank, Y, splits, None if nc is None else nc[scope.mask], cfg.backend,
+                                   cfg.seed, after_fold, clock)
+        trial.set_user_attr("fit_seconds", round(res.fit_seconds, 4))
+        return res.score
+
+    with threadpool_limits(spec.get("threads") or None):
+        while todo and (deadline is None or time.time() < deadline):
+            for scope in list(todo):
+                if deadline is not None and time.time() >= deadline:
+                    break
+                study = studies[scope.name]
+                if _n_finished(study) >= cfg.trials:
+                    todo.remove(scope)
+                    continue
+                study.optimize(lambda trial: objective(trial, scope), n_trials=1, gc_after_trial=False)
+                ran += 1
+    return ran
+
+
+def _run_workers(specs: list[dict], poll: Callable[[], None]) -> None:
+    """Run ``work(spec)`` for every spec in parallel: local processes, or Ray tasks with ``$BES_RAY_ADDRESS``."""
+    address = os.environ.get("BES_RAY_ADDRESS")
+    if address:
+        _run_ray(specs, poll, address)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=len(specs), mp_context=ctx) as pool:
+        futures = [pool.submit(work, s) for s in specs]
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=1.0)
+            poll()
+            for f in done:
+                f.result()  # a worker's error stops the search with its message
+
+
+def _run_ray(specs: list[dict], poll: Callable[[], None], address: str) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("BES_RAY_ADDRESS is set but ray is not installed (pip install ray)") from None
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    kwargs = {"num_cpus": len(specs)} if address == "local" else {}
+    ray.init(address=address, log_to_driver=False, ignore_reinit_error=True,
+             runtime_env={"env_vars": {"PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}}, **kwargs)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(work)
+        pending = [task.remote(s) for s in specs]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            poll()
+            ray.get(done)
+    finally:
+        ray.shutdown()
+
+
+# -- assembling the result --------------------------------------------------------------------------------------
+def _best(study):
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return max(done, key=lambda t: t.value) if done else None
+
+
+def assemble(cfg: SearchConfig, subject: Subject, bank: space.Bank, url: str,
+             progress: Progress | None = None) -> SubjectResult:
+    """Each scope's best configuration: CV r on the training images, refit on all of them, test predictions.
+
+    Vertices take the smallest scope holding them that has a finished trial (the hemisphere otherwise).
+    """
+    import optuna
+
+    st = storage(url)
+    splits = kfold_splits(subject.n_train, cfg.folds, cfg.seed)
+    all_scopes = scopes(subject, cfg.scope)
+    results, chosen = {}, {}
+    for i, hemi in enumerate(HEMIS):
+        n_v = subject.n_vertices[hemi]
+        val_r = np.full(n_v, np.nan, np.float32)
+        pred = np.zeros((subject.n_test, n_v), np.float32)
+        winner = np.full(n_v, -1, np.int32)
+        Y_all = np.asarray(subject.fmri(hemi), dtype=np.float32)
+        nc_all = subject.noise_ceiling(hemi)
+        mine = sorted([s for s in all_scopes if s.hemi == hemi], key=lambda s: -int(s.mask.sum()))
+        for j, sc in enumerate(mine):
+            study = optuna.load_study(study_name=study_name(subject, sc), storage=st)
+            best = _best(study)
+            if best is None:
+                if sc.name == hemi:
+                    raise UserError(f"{subject.name} {hemi}: no trial of the whole-hemisphere scope finished "
+                                    "(raise --timeout or --trials)")
+                continue
+            params = best.user_attrs["params"]
+            Y = np.ascontiguousarray(Y_all[:, sc.mask])
+            cv = space.cross_validate(params, bank, Y, splits, None if nc_all is None else nc_all[sc.mask],
+                                      cfg.backend, cfg.seed)
+            X = bank.design(params, "train")
+            est = space.estimator(params, X, subject.n_train, cfg.backend, cfg.seed).fit(X, Y)
+            val_r[sc.mask] = cv.r
+            pred[:, sc.mask] = est.predict(bank.design(params, "test"))
+            winner[sc.mask] = len(chosen)
+            chosen[study_name(subject, sc)] = {
+                "scope": sc.name, "hemi": hemi, "n_vertices": int(sc.mask.sum()), "params": params,
+                "label": space.describe(params), "cv_score": float(best.value), "trial": int(best.number),
+                "n_trials": len(study.get_trials(deepcopy=False)),
+            }
+            report(progress, (i + (j + 1) / len(mine)) / len(HEMIS), f"{hemi}: refit {sc.name}")
+        metrics = part_metrics(val_r, subject.roi_masks(hemi), nc_all)
+        metrics["scopes_used"] = sorted({k for k, v in chosen.items() if v["hemi"] == hemi})
+        results[hemi] = PartResult(hemi, val_r, pred, metrics)
+    info = {
+        "subject": subject.name, "data": str(subject.root),
+        "estimator": {"kind": "search", "scope": cfg.scope, "estimators": cfg.estimators},
+        "features": [{"name": f"{cfg.model}:{layer}", "n_features": int(bank.train['pca', layer].shape[1])}
+                     for layer in bank.layers],
+        "validation": {"kind": "kfold", "n_folds": cfg.folds, "seed": cfg.seed, "n_train": int(subject.n_train),
+                       "note": "CV r of each scope's chosen configuration (chosen on the same folds)"},
+        "hemispheres": {h: r.metrics for h, r in results.items()},
+        "search": chosen,
+        "n_test": int(subject.n_test),
+    }
+    return SubjectResult(subject.name, results, info)
+
+
+def best_by_scope(subject: Subject, kind: str, url: str) -> list[tuple[Scope, dict | None, int]]:
+    """Every scope, largest first, with its best finished configuration so far (None) and its trial count."""
+    import optuna
+
+    st = storage(url)
+    known = {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}
+    out = []
+    for sc in sorted(scopes(subject, kind), key=lambda s: (s.hemi, -int(s.mask.sum()))):
+        name = study_name(subject, sc)
+        if name not in known:
+            out.append((sc, None, 0))
+            continue
+        study = optuna.load_study(study_name=name, storage=st)
+        best = _best(study)
+        params = None if best is None else {**best.user_attrs["params"], "cv_score": float(best.value)}
+        out.append((sc, params, _n_finished(study)))
+    return out
+
+
+def winning_layers(subject: Subject, kind: str, url: str) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Per hemisphere: the layer each vertex's scope chose (an index into the labels; -1: none yet)."""
+    labels: list[str] = []
+    out = {}
+    chosen = best_by_scope(subject, kind, url)
+    for hemi in HEMIS:
+        code = np.full(subject.n_vertices[hemi], -1, np.int32)
+        for sc, params, _ in chosen:  # largest first: smaller scopes overwrite
+            if sc.hemi != hemi or params is None:
+                continue
+            layer = params.get("layer", "all layers (banded)")
+            if layer not in labels:
+                labels.append(layer)
+            code[sc.mask] = labels.index(layer)
+        out[hemi] = (code, labels)
+    return out
+
+
+def trial_rows(url: str) -> list[dict]:
+    """Every trial of every study in the storage: subject, scope, parameters, CV score, state, seconds."""
+    import optuna
+
+    st = storage(url)
+    rows = []
+    for summary in optuna.get_all_study_summaries(st, include_best_trial=False):
+        subject, _, scope = summary.study_name.partition("/")
+        study = optuna.load_study(study_name=summary.study_name, storage=st)
+        for t in study.get_trials(deepcopy=False):
+            params = t.user_attrs.get("params", t.params)
+            rows.append({
+                "subject": subject, "scope": scope, "trial": t.number, "state": t.state.name,
+                "cv_score": t.value, "folds": len(t.intermediate_values),
+                "seconds": None if t.duration is None else round(t.duration.total_seconds(), 4),
+                "fit_seconds": t.user_attrs.get("fit_seconds"),
+                **{k: params.get(k) for k in ("estimator", "layer", "reduction", "n_components", "pls_components",
+                                              "alpha", "l1_ratio")},
+            })
+    return rows
+
+
+# -- the whole search -------------------------------------------------------------------------------------------
+def _extract(cfg: SearchConfig, subject: Subject, progress, log, timings) -> dict[str, dict[str, str]]:
+    plans = [("pca", replace(cfg, reduction="pca"))]
+    if cfg.pool_size:
+        plans.append(("pool", replace(cfg, reduction="pool")))
+    out = {}
+    for i, (name, c) in enumerate(plans):
+        entries = extract_subject(c, subject, scaled(progress, i / len(plans), (i + 1) / len(plans)), log, timings)
+        out[name] = {layer: str(e.path) for layer, e in entries.items()}
+    return out
+
+
+def run_search(cfg: SearchConfig, out: Path, *, progress: Progress | None = None,
+               log: Callable[[str], None] | None = None, timings: dict[str, float] | None = None) -> dict:
+    """Search, assemble and write every subject (see the module docstring); returns the summary."""
+    timings = {} if timings is None else timings
+    start = time.perf_counter()
+    deadline = None if cfg.timeout is None else time.time() + cfg.timeout
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    url = artifacts.study_storage(out)
+    ds = open_dataset(cfg.data, cfg.subjects)
+    metrics: dict = {}
+    n = len(cfg.subjects)
+    threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
+    for i, s in enumerate(cfg.subjects):
+        subject = ds.subject(s)
+        step = scaled(progress, i / n, (i + 1) / n)
+        bank_paths = _extract(cfg, subject, scaled(step, 0.0, 0.1), log, timings)
+        names = [study_name(subject, sc) for sc in scopes(subject, cfg.scope)]
+        prepare_studies(url, names, cfg)
+        total = cfg.trials * len(names)
+
+        def poll() -> None:
+            import optuna
+
+            st = storage(url)
+            done = sum(min(cfg.trials, _n_finished(optuna.load_study(study_name=nm, storage=st))) for nm in names)
+            report(scaled(step, 0.1, 0.9), done / total, f"{subject.name}: {done}/{total} trials")
+
+        specs = [{"config": cfg.to_dict(), "subject": s, "bank": bank_paths, "storage": url, "worker": w,
+                  "deadline": deadline, "threads": threads} for w in range(cfg.jobs)]
+        with timed(timings, "search", log):
+            _run_workers(specs, poll)
+        poll()
+        with timed(timings, "assemble", log):
+            result = assemble(cfg, subject, space.Bank.open(bank_paths), url, scaled(step, 0.9, 1.0))
+        metrics[subject.name] = write_result(out, result, subject)
+        metrics[subject.name]["scopes"] = {k: v["label"] for k, v in result.info["search"].items()}
+        if log is not None:
+            log(f"{subject.name}: noise-normalised {metrics[subject.name]['noise_normalized']}")
+    artifacts.write_trials(out, trial_rows(url))
+    with timed(timings, "submission", log):
+        write_submission(out, cfg.subjects, ds)
+    return write_summary(out, metrics, timings, start, progress)
+
+
+def search_task(ctx: TaskContext) -> dict:
+    """The ``search`` run kind."""
+    return run_search(SearchConfig.from_dict(ctx.config), ctx.dir, progress=ctx.progress, log=ctx.log,
+                      timings=ctx.timings)
+
+
+search_task.config = SearchConfig

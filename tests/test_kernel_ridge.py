@@ -1,0 +1,68 @@
+"""Kernel (dual) ridge equals the primal RidgeCV; PLS and elastic net match scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.encoding.estimators import RidgeCV
+from core.encoding.fitting import make_estimator
+from core.encoding.kernel import KernelRidgeCV
+from core.encoding.pls_elasticnet import PLS, ElasticNet
+from core.util.errors import UserError
+
+
+def _data(n=80, p=200, t=12, seed=0):
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, p)) * np.linspace(0.5, 3, p) + 1).astype(np.float32)
+    Y = (X[:, :10] @ rng.standard_normal((10, t)) + 4 * rng.standard_normal((n, t))).astype(np.float32)
+    return X, Y
+
+
+@pytest.mark.parametrize("sizes", [None, [50, 150]])
+def test_dual_equals_primal(sizes):
+    X, Y = _data()
+    primal = RidgeCV(space_sizes=sizes, backend="numpy").fit(X, Y)
+    dual = KernelRidgeCV(space_sizes=sizes, backend="numpy").fit(X, Y)
+    np.testing.assert_allclose(dual.cv_scores_, primal.cv_scores_, atol=1e-3)
+    # the same alpha, or one whose primal CV score ties with the best (noise vertices, huge alphas)
+    pick = np.searchsorted(primal.alphas_, dual.best_alphas_)
+    assert np.all(primal.cv_scores_[pick, np.arange(Y.shape[1])] >= primal.cv_r_ - 1e-3)
+    same = dual.best_alphas_ == primal.best_alphas_
+    assert same.mean() >= 0.75
+    np.testing.assert_allclose(dual.predict(X[:7])[:, same], primal.predict(X[:7])[:, same], atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(dual.coef_[:, same], primal.coef_[:, same], atol=1e-3 * np.abs(primal.coef_).max())
+
+
+def test_dual_holdout_and_auto_choice():
+    X, Y = _data(seed=1)
+    val = np.arange(0, 80, 5)
+    primal, dual = RidgeCV(backend="numpy"), KernelRidgeCV(backend="numpy")
+    r_p, r_d = primal.fit_holdout(X, Y, val), dual.fit_holdout(X, Y, val)
+    keep = (primal.best_alphas_ == dual.best_alphas_) & (primal.best_alphas_ < 1e6)
+    assert keep.sum() >= 4
+    np.testing.assert_allclose(r_d[keep], r_p[keep], atol=1e-3)
+    # ridge picks the dual when the features outnumber the training rows, the primal otherwise
+    assert isinstance(make_estimator("ridge", space_sizes=[200], n_rows=80), KernelRidgeCV)
+    assert isinstance(make_estimator("ridge", space_sizes=[50], n_rows=80), RidgeCV)
+    with pytest.raises(UserError):
+        KernelRidgeCV().predict(X)
+
+
+def test_pls_and_elasticnet_match_sklearn():
+    from sklearn.cross_decomposition import PLSRegression
+    from sklearn.linear_model import ElasticNet as SkElasticNet
+
+    X, Y = _data(n=120, p=20, t=3)
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    ours = PLS(3).fit(X, Y[:, 0]).predict(X)
+    np.testing.assert_allclose(ours, PLSRegression(3).fit(X, Y[:, 0]).predict(X).ravel(), atol=1e-4)
+    Xz = (X - X.mean(0)) / X.std(0)
+    Yz = (Y - Y.mean(0)) / Y.std(0)
+    sk = SkElasticNet(alpha=0.05, l1_ratio=0.5, tol=1e-10, max_iter=10000).fit(Xz, Yz).predict(Xz)
+    ours = ElasticNet(0.05, 0.5, max_iter=2000, tol=1e-9).fit(X, Y).predict(X)
+    np.testing.assert_allclose(ours, sk * Y.std(0) + Y.mean(0), atol=1e-3)
+    r = PLS(2).fit_holdout(X, Y, np.arange(0, 120, 4))
+    assert r.shape == (3,) and np.all(np.isfinite(r))
+    with pytest.raises(UserError):
+        PLS(500).fit(X, Y)

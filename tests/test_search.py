@@ -1,0 +1,209 @@
+"""``python -m core search`` on the small demo: outputs, resuming, killed trials, bad input, the run kind."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import optuna
+import pytest
+
+from core.cli import main
+from core.runs import artifacts, kinds
+from core.search import space, study
+
+BASE = ["--model", "mobilenet_v2", "--weights", "imagenet-offline", "--layers", "features.3", "features.6",
+        "--device", "cpu", "--resolution", "64", "--n-components", "20", "--folds", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def env(cache, monkeypatch):
+    monkeypatch.setenv("BES_CACHE_DIR", str(cache))
+    monkeypatch.delenv("BES_RAY_ADDRESS", raising=False)
+
+
+def _argv(demo_root, out, trials, *extra):
+    return ["search", "--data", str(demo_root), "--subjects", "1", "--out", str(out), "--trials", str(trials),
+            "--scope", "hemisphere", *BASE, *extra]
+
+
+@pytest.mark.slow
+def test_search_writes_results_and_resumes(demo_root, env, tmp_path):
+    out = tmp_path / "out"
+    assert main(_argv(demo_root, out, 3, "--jobs", "2")) == 0
+    summary = artifacts.read_metrics(out)
+    assert summary["subj01"]["noise_normalized"] > 0 and summary["seconds"]["search"] > 0
+    assert set(summary["subj01"]["scopes"]) == {"subj01/lh", "subj01/rh"}
+    with zipfile.ZipFile(out / "submission.zip") as zf:
+        assert any(n.endswith(".npy") for n in zf.namelist())
+    pred = artifacts.read_part(out / "subj01", "lh", "pred_test")
+    assert pred.shape[0] == 12 and np.isfinite(pred).all()
+    rows = artifacts.read_trials(out)
+    first = {(r["scope"], r["trial"]): r for r in rows}
+    assert {r["scope"] for r in rows} == {"lh", "rh"}
+    assert all(r["state"] in ("COMPLETE", "PRUNED") for r in rows) and len(rows) >= 6
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    assert all(r["estimator"] in space.ESTIMATORS and r["fit_seconds"] > 0 for r in done)
+    # a trial left running by a killed search is failed and redone; finished trials are kept
+    st = study.storage(artifacts.study_storage(out))
+    optuna.load_study(study_name="subj01/lh", storage=st).ask()
+    assert main(_argv(demo_root, out, 4)) == 0
+    rows = artifacts.read_trials(out)
+    for key, row in first.items():
+        assert {k: rows_by(rows)[key][k] for k in ("state", "cv_score")} == {k: row[k] for k in ("state", "cv_score")}
+    lh = [r for r in rows if r["scope"] == "lh"]
+    assert sum(r["state"] == "FAIL" for r in lh) == 1
+    assert sum(r["state"] in ("COMPLETE", "PRUNED") for r in lh) >= 4
+    # another search's settings in the same folder are refused, nothing changed
+    assert main(_argv(demo_root, out, 4, "--pool-size", "2")) == 2
+    assert artifacts.read_trials(out) == rows
+
+
+def rows_by(rows):
+    return {(r["scope"], r["trial"]): r for r in rows}
+
+
+def test_trials_are_cv_fits_on_bank_slices_and_get_pruned():
+    rng = np.random.default_rng(0)
+    layers = ["a", "b"]
+    train = {("pca", layer): rng.standard_normal((60, 30)).astype(np.float32) for layer in layers}
+    bank = space.Bank(layers, train, {k: v[:5] for k, v in train.items()})
+    Y = (train["pca", "a"][:, :3] @ rng.standard_normal((3, 8)) + rng.standard_normal((60, 8))).astype(np.float32)
+    X = bank.design({"estimator": "ridge", "layer": "a", "n_components": 4}, "train")
+    assert np.shares_memory(X, train["pca", "a"]) and X.shape == (60, 4)  # a slice of the one PCA, no copy
+    assert [x.shape[1] for x in bank.design({"estimator": "banded", "n_components": 5}, "test")] == [5, 5]
+    splits = study.kfold_splits(60, 3, 0)
+    good = space.cross_validate({"estimator": "ridge", "layer": "a", "n_components": 4}, bank, Y, splits, None,
+                                "numpy", 0)
+    bad = space.cross_validate({"estimator": "ridge", "layer": "b", "n_components": 30}, bank, Y, splits, None,
+                               "numpy", 0)
+    assert good.score > 0.5 > bad.score and good.r.shape == (8,) and good.fit_seconds > 0
+    # Optuna drives it: every estimator is tried, and a pruner may stop a trial after its first fold
+    s = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1),
+                            pruner=optuna.pruners.ThresholdPruner(lower=0.3))
+
+    def objective(trial):
+        params = space.suggest(trial, bank, list(space.ESTIMATORS))
+
+        def after_fold(k, value):
+            trial.report(value, k)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        return space.cross_validate(params, bank, Y, splits, None, "numpy", 0, after_fold).score
+
+    s.optimize(objective, n_trials=12)
+    states = {t.state.name for t in s.trials}
+    assert "COMPLETE" in states and "PRUNED" in states
+    assert all(len(t.intermediate_values) == 1 for t in s.trials if t.state.name == "PRUNED")
+    assert s.best_value > 0.5
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--trials", "0"], "--trials must be at least 1"),
+    (["--subjects", "7"], "unknown subject 7"),
+    (["--layers", "features.66"], "unknown layer 'features.66'"),
+    (["--scope", "voxel"], "invalid choice: 'voxel'"),
+])
+def test_bad_input_one_line_and_nothing_written(demo_root, env, tmp_path, capsys, change, message):
+    argv = _argv(demo_root, tmp_path / "out", 2)
+    flag = change[0]
+    i = argv.index(flag)
+    argv[i + 1] = change[1]
+    if flag == "--layers":
+        del argv[i + 2]
+    with pytest.raises(SystemExit) if flag == "--scope" else _nothing() as exc:
+        code = main(argv)
+    code = exc.value.code if flag == "--scope" else code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_search_run_kind_and_scopes(demo_root):
+    cfg = {"data": str(demo_root), "subjects": [1], "layers": ["features.6"], "trials": 2, "resolution": 64}
+    checked = kinds.check_config("search", cfg)
+    assert checked["estimators"] == ["ridge", "pls", "elasticnet"]  # banded needs two layers
+    assert checked["n_components"] == 119  # one PCA of at most n_train - 1 components
+    from core.algonauts2023.dataset import open_dataset
+
+    subject = open_dataset(demo_root, [1]).subject(1)
+    names = [s.name for s in study.scopes(subject, "class")]
+    assert names[0] == "lh" and "lh/prf-visualrois" in names and "rh" in names
+    roi = study.scopes(subject, "roi")
+    assert all(s.mask.any() for s in roi) and len(roi) > len(names)
+
+
+@pytest.mark.slow
+def test_search_on_ray_local(demo_root, env, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("BES_RAY_ADDRESS", "local")
+    assert main(_argv(demo_root, tmp_path / "out", 2, "--estimators", "ridge")) == 0
+    rows = artifacts.read_trials(tmp_path / "out")
+    assert sum(r["state"] in ("COMPLETE", "PRUNED") for r in rows) >= 4
+
+
+def _view_app(run_dir: str, data: str) -> None:
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from core.algonauts2023.dataset import open_dataset
+    from ui.search_view import live_view
+
+    live_view(SimpleNamespace(dir=Path(run_dir), config={"scope": "class"}), open_dataset(data, [1]).subject(1))
+
+
+def test_live_view_of_a_search(demo_root, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    rng = np.random.default_rng(0)
+    bank = space.Bank(["features.6", "features.10"], {("pca", l): np.zeros((2, 50)) for l in ("features.6", "features.10")}, {})
+    st = study.storage(artifacts.study_storage(tmp_path))
+    for name in ("subj01/lh", "subj01/lh/prf-visualrois", "subj01/rh"):
+        s = optuna.create_study(study_name=name, storage=st, direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=len(name)))
+        for _ in range(6):
+            trial = s.ask()
+            trial.set_user_attr("params", space.suggest(trial, bank, ["ridge", "pls"]))
+            s.tell(trial, float(rng.uniform(10, 60)))
+    at = AppTest.from_function(_view_app, args=(str(tmp_path), str(demo_root)), default_timeout=60).run()
+    assert not at.exception, at.exception
+    best = at.dataframe[0].value
+    assert best.loc[best["scope"] == "lh/prf-visualrois", "finished trials"].item() == 6
+    assert best.loc[best["scope"] == "lh/streams", "finished trials"].item() == 0  # not started yet
+    assert at.selectbox(key="search_view_scope").options[0] == "subj01/lh"
+    counts = at.dataframe[-1].value
+    assert counts.to_numpy().sum() == sum(at.dataframe[0].value.query("scope in ['lh', 'rh']")["vertices"])
+    # an empty folder: the view says the search has not started
+    at = AppTest.from_function(_view_app, args=(str(tmp_path / "none"), str(demo_root))).run()
+    assert "not started" in at.info[0].value
+
+
+def test_runs_page_offers_the_search_kind(demo_root, monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_page_runs import PAGE
+
+    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("BES_WORKSPACE", str(tmp_path / "workspace"))
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    at.selectbox(key="runs_kind").select("search").run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="runs_search_trials").value == 30
+    at.multiselect(key="runs_search_estimators").set_value([]).run()
+    assert at.button(key="runs_launch").disabled  # nothing can be queued without an estimator
+    assert any("at least one layer and one estimator" in c.value for c in at.caption)
