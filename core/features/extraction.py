@@ -31,7 +31,7 @@ import numpy as np
 
 from core.util import paths
 from core.util.atomicdir import clean_stale, staging_dir
-from core.features.backbones import check_layers, check_model, load_backbone, resolve_weights
+from core.features.backbones import check_layers, check_model, feature_extractor, load_backbone, resolve_weights
 from core.util.errors import UserError
 from core.util.fileio import write_json
 from core.features.images import ImageCache, build_image_cache, fingerprint_images, preprocessing_spec
@@ -591,10 +591,8 @@ def run_extraction(
 
     # 1. model first (a failed weights download stops the run before any decoding)
     t0 = time.perf_counter()
-    from torchvision.models.feature_extraction import create_feature_extractor
-
     net, info = load_backbone(cfg.model, info, resolution=cfg.resolution, seed=cfg.seed)
-    extractor = create_feature_extractor(net, return_nodes={layer: layer for layer in missing}).eval()
+    extractor = feature_extractor(net, cfg.model, missing).eval()
     del net
     channels_last = _is_convnet(cfg.model) if cfg.channels_last is None else bool(cfg.channels_last)
     extractor = extractor.to(dev)
