@@ -26,6 +26,7 @@ KINDS: dict[str, str] = {
     "fit": "core.algonauts2023.pipeline:fit_task",
     "pipeline": "core.algonauts2023.pipeline:pipeline_task",
     "pipeline2021": "core.algonauts2021.pipeline:run_task",
+    "train": "core.training.trainer:train_task",
 }
 ALIASES = {"core.pipeline2021:run_task": "pipeline2021"}  # kinds stored by earlier versions
 
