@@ -64,6 +64,7 @@ class TrainConfig(FeatureConfig):
     subject_rank: int = 16
     patience: int = 6
     val_fraction: float = 0.1
+    resume_from: str | None = None  # a run folder whose checkpoint to continue from (a relaunched run)
 
     def checked(self) -> Self:
         ints = {"epochs": (1, 10_000), "finetune_blocks": (0, 1000), "finetune_epochs": (0, 1000),
@@ -79,6 +80,8 @@ class TrainConfig(FeatureConfig):
             if not isinstance(v, (int, float)) or not lo <= float(v) <= hi or (name != "dropout" and float(v) == lo):
                 raise UserError(f"--{name.replace('_', '-')} must be in {'[' if name == 'dropout' else '('}{lo:g}, {hi:g}] "
                                 f"(got {v!r})")
+        if self.resume_from is not None and not Path(self.resume_from).is_dir():
+            raise UserError(f"{self.resume_from}: no run folder to resume from")
         if self.reduction != "none":
             raise UserError("training reads unreduced activations: reduction must be 'none'")
         cfg = super().checked()
@@ -94,7 +97,7 @@ class TrainConfig(FeatureConfig):
 
     def digest(self) -> str:
         """What a checkpoint must match to be resumed (everything but the schedule's length)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("epochs", "finetune_epochs", "patience", "device")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("epochs", "finetune_epochs", "patience", "device", "resume_from")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -263,11 +266,15 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
     sources = [_Source(sub.train_acts, device) for sub in subjects]
 
     # 3. resume
-    try:
-        ckpt = artifacts.read_checkpoint(out)
-    except UserError as exc:
-        log(f"{exc}: starting afresh")
-        ckpt = None
+    ckpt = None
+    for folder in [out] + ([Path(cfg.resume_from)] if cfg.resume_from else []):
+        try:
+            ckpt = artifacts.read_checkpoint(folder)
+        except UserError as exc:
+            log(f"{exc}: not resuming from it")
+        if ckpt is not None:
+            log(f"checkpoint found in {folder}")
+            break
     if ckpt is not None and ckpt.get("digest") != cfg.digest():
         log("checkpoint in the run folder is for other settings: starting afresh")
         ckpt = None
