@@ -22,6 +22,7 @@ from core.features.extraction import REDUCTIONS
 from core.runs.store import ACTIVE, STATUSES, Run, RunStore
 from ui.controls import backbone_controls
 from ui.state import sidebar
+from ui import train_view
 
 st.set_page_config(page_title="Runs · Brain Encoding Studio", page_icon="🧠", layout="wide")
 sel = sidebar()
@@ -123,6 +124,8 @@ if st.button("Launch", type="primary", disabled=not configs or not layers, key="
         st.success(f"Launched {len(launched)} run{'s' if len(launched) != 1 else ''}: "
                    + ", ".join(r.id for r in launched[:5]) + (" …" if len(launched) > 5 else ""))  # fmt: skip
 
+train_view.launcher(store, ds)
+
 
 # -- runs --------------------------------------------------------------------------------------
 def median_r(run: Run, hemi: str) -> float | None:
@@ -209,6 +212,7 @@ def runs_panel() -> None:
                       args=(store, run.group))  # fmt: skip
     if run.error:
         st.error(f"{run.status}: {run.error}")
+    train_view.details(store, run)
     if run.status == "done" and run.kind in ("fit", "pipeline"):
         st.caption("Compare it with other runs on the Compare page; submit it on the Submission page.")
     log, config, results = st.tabs(["Log", "Config", "Results"])

@@ -142,3 +142,35 @@ def test_train_is_a_run_kind_with_checked_config(data):
     assert cfg["subjects"] == [1] and cfg["weights"] == "imagenet-offline" and cfg["epochs"] == 30
     with pytest.raises(UserError, match="unknown TrainConfig setting 'epoch'"):
         kinds.check_config("train", {"data": str(data), "subjects": [1], "layers": ["features.3"], "epoch": 3})
+
+
+@pytest.mark.slow
+def test_runs_page_train_form_and_live_curves(demo_root, monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from core.runs.store import RunStore
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BES_WORKSPACE", str(tmp_path / "workspace"))
+    store = RunStore(tmp_path / "workspace")
+    config = TrainConfig(data=str(demo_root), subjects=[1, 2], layers=["features.6"]).checked().to_dict()
+    run = store.create("train", config, label="live")
+    artifacts.write_training_curve(run.dir, [
+        {"phase": 1, "epoch": 1, "train_loss": 0.9, "val_score": 0.10},
+        {"phase": 1, "epoch": 2, "train_loss": 0.8, "val_score": 0.15},
+    ])
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Runs.py"), default_timeout=90).run()
+    assert not at.exception, at.exception
+    assert any("2 epochs so far; best: phase 1 epoch 2" in c.value for c in at.caption)
+    assert len(at.get("vega_lite_chart")) == 2  # loss and validation curves
+    assert at.multiselect(key="train_subjects").value == [1, 2]
+    assert at.multiselect(key="train_layers_mobilenet_v2").value == ["features.6", "features.10", "features.17"]
+    at.text_input(key="train_model").set_value("timm:vit_tiny_patch16_224").run()
+    assert "blocks.11" in at.multiselect(key="train_layers_timm:vit_tiny_patch16_224").options
+    at.text_input(key="train_model").set_value("mobilenet_v2").run()
+    at.number_input(key="train_finetune_blocks").set_value(99).run()
+    at.button(key="train_launch").click().run()
+    assert any("--finetune-blocks 99: mobilenet_v2 has 19 blocks" in e.value for e in at.error)
+    assert len(store.list()) == 1  # nothing queued

@@ -170,6 +170,10 @@ def read_checkpoint(out_dir: str | os.PathLike) -> dict | None:
     return state
 
 
+def has_checkpoint(out_dir: str | os.PathLike) -> bool:
+    return (Path(out_dir) / CHECKPOINT).is_file()
+
+
 def read_training_curve(out_dir: str | os.PathLike) -> list[dict]:
     """The training curve written so far (empty before the first epoch ends)."""
     path = Path(out_dir) / TRAINING_CURVE
