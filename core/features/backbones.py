@@ -473,12 +473,15 @@ def _hook_extractor(net, layers: list[str], n_prefix: int):
             self.net = net
             self.layers = list(layers)
             self._out: dict = {}
+            self._active = False
             modules = dict(net.named_modules())
             for layer in self.layers:
                 modules[layer].register_forward_hook(self._hook(layer))
 
         def _hook(self, layer):
             def hook(_m, _i, out):
+                if not self._active:  # the trunk run on its own
+                    return
                 self._out[layer] = trunks.tokens_to_map(out, n_prefix)
                 if len(self._out) == len(self.layers):
                     raise _Stop
@@ -486,11 +489,13 @@ def _hook_extractor(net, layers: list[str], n_prefix: int):
             return hook
 
         def forward(self, x):
-            self._out = {}
+            self._out, self._active = {}, True
             try:
                 self.net(x)
             except _Stop:
                 pass
+            finally:
+                self._active = False
             out, self._out = self._out, {}
             return {layer: out[layer] for layer in self.layers}
 

@@ -189,6 +189,30 @@ def _epoch_batches(subjects: list[_Subject], batch_size: int, seed: int, phase: 
     return [chunks[i] for i in order]
 
 
+def run_epoch(model, opt, scaler, sources, targets, batches, device, precision: str,
+              step_done: Callable[[int, float], None] | None = None) -> list[float]:
+    """One pass over ``batches`` (``(subject, rows)``): MSE on the standardised responses, one optimiser step
+    per batch (``precision`` "bf16" / "fp16": autocast on CUDA). Returns the batch losses."""
+    import torch
+
+    model.train()
+    losses = []
+    for b, (s, rows) in enumerate(batches):
+        x = sources[s](rows)
+        y = targets[s][torch.from_numpy(rows)].to(device, non_blocking=True)
+        with _autocast(device, precision):
+            pred = model(x, s)
+        loss = torch.nn.functional.mse_loss(pred.float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.detach())
+        if step_done is not None:
+            step_done(b, float(losses[-1]))
+    return [float(v) for v in losses]
+
+
 def _predict(model, source, rows: np.ndarray, subject: int, batch_size: int, device) -> np.ndarray:
     import torch
 
@@ -262,7 +286,7 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
     torch.manual_seed(cfg.seed)
     model = GroupEncoder(shapes, embedding, [sub.group_index for sub in subjects], latents=cfg.latents,
                          subject_rank=cfg.subject_rank, dropout=cfg.dropout).to(device)
-    targets = [torch.from_numpy(sub.responses) for sub in subjects]
+    targets = [torch.from_numpy(sub.responses).to(device) for sub in subjects]  # on the GPU when there is one
     sources = [_Source(sub.train_acts, device) for sub in subjects]
 
     # 3. resume
@@ -324,23 +348,15 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
         for epoch in range(first, n_epochs + 1):
             te = time.perf_counter()
             torch.manual_seed(cfg.seed * 1_000_003 + phase * 10_007 + epoch)  # dropout: the same after a resume
-            model.train()
-            losses = []
             batches = _epoch_batches(subjects, cfg.batch_size, cfg.seed, phase, epoch)
-            for b, (s, rows) in enumerate(batches):
-                x = sources[s](rows)
-                y = targets[s][torch.from_numpy(rows)].to(device)
-                with _autocast(device, precision if phase == 2 else "fp32"):
-                    pred = model(x, s)
-                loss = torch.nn.functional.mse_loss(pred.float(), y)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                losses.append(float(loss.detach()))
-                done = sum(n for p, n in phases if p < phase) + epoch - 1 + (b + 1) / len(batches)
-                report(scaled(progress, 0.25, 0.9), done / total_epochs,
-                       f"phase {phase} epoch {epoch}/{n_epochs}: loss {losses[-1]:.3f}")
+            before = sum(n for p, n in phases if p < phase) + epoch - 1
+
+            def step_done(b: int, loss: float) -> None:
+                report(scaled(progress, 0.25, 0.9), (before + (b + 1) / len(batches)) / total_epochs,
+                       f"phase {phase} epoch {epoch}/{n_epochs}: loss {loss:.3f}")
+
+            losses = run_epoch(model, opt, scaler, sources, targets, batches, device,
+                               precision if phase == 2 else "fp32", step_done)
             sched.step()
             score, per_subject, _ = _validate(model, sources, subjects, cfg.batch_size, device)
             improved = best is None or score > best["score"]
