@@ -54,6 +54,7 @@ def test_group_pca_is_orthonormal_and_subjects_read_their_vertices():
     assert single.rank == 0  # one subject: only the shared map
 
 
+@pytest.mark.slow
 def test_train_writes_pipeline_layout_submission_and_curve(data, cache, tmp_path):
     cfg = TrainConfig(data=str(data), subjects=[1, 2], **TINY).checked()
     out = tmp_path / "run"
@@ -77,6 +78,7 @@ def _numbers(curve):
     return [{k: v for k, v in c.items() if k != "seconds"} for c in curve]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(data, cache, tmp_path):
     cfg = TrainConfig(data=str(data), subjects=[1, 2], **{**TINY, "epochs": 3}).checked()
     straight = train(cfg, tmp_path / "a")
@@ -100,6 +102,7 @@ def test_killed_run_resumes_to_the_same_result(data, cache, tmp_path):
     assert _numbers(relaunched["training"]["curve"]) == _numbers(straight["training"]["curve"])
 
 
+@pytest.mark.slow
 def test_phase_two_trains_only_the_last_blocks_of_a_timm_trunk(tmp_path, cache):
     ds = make_tiny_dataset(tmp_path / "d", subjects=(1,), n_train=12, n_test=2)
     cfg = TrainConfig(data=str(ds), subjects=[1], model="timm:vit_tiny_patch16_224", weights="random",
