@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 from core.algonauts2021.pipeline import TASK_KIND as VIDEO_PIPELINE
-from ui import image_runs, search_view, video_runs
+from ui import image_runs, search_view, train_view, video_runs
 from ui.runs_panel import RunKindView
 
 RUN_KINDS: dict[str, RunKindView] = {
@@ -15,5 +15,6 @@ RUN_KINDS: dict[str, RunKindView] = {
     "extract": RunKindView("extract", image_runs.HELP["extract"], partial(image_runs.form, "extract"), image_runs.columns),
     VIDEO_PIPELINE: RunKindView("video pipeline (2021)", "Algonauts 2021 clips: features, fits per track, zips",
                                 video_runs.form, video_runs.columns, video_runs.details),
+    "train": RunKindView("train", train_view.HELP, train_view.form, image_runs.columns, train_view.details, live=True),
     "search": RunKindView("search", search_view.HELP, search_view.form, search_view.columns, search_view.details, live=True),
 }  # fmt: skip

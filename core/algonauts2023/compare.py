@@ -34,7 +34,7 @@ from core.algonauts2023 import results
 from core.algonauts2023.dataset import HEMIS, ROI_CLASSES
 from core.runs.store import DB_NAME, Run, RunStore, default_workspace
 
-RESULT_KINDS = ("fit", "pipeline")
+RESULT_KINDS = ("fit", "pipeline", "search", "train")  # run kinds whose folders hold per-subject results
 MAX_MAPS = 12  # newest runs offered as per-vertex maps
 RUN_COLUMNS = ("run", "run_id", "label", "model", "weights", "layers", "estimator")
 ROI_COLUMNS = (*RUN_COLUMNS, "hemi", "roi", "roi_class", "n_vertices", "median_r", "mean_r", "median_noise_normalized")
@@ -43,7 +43,7 @@ _ROI_CLASS = {roi: cls for cls, names in ROI_CLASSES.items() for roi in names}
 
 # -- runs --------------------------------------------------------------------------------------
 def finished_runs(store: RunStore, data_root: str | os.PathLike, subject: int) -> list[Run]:
-    """Done fit / pipeline runs with results for ``subject`` of the data directory ``data_root``, newest first."""
+    """Done runs (fit, pipeline, search, train) with results for ``subject`` of the data directory ``data_root``, newest first."""
     root = str(Path(data_root).expanduser().resolve())
     return [
         r for r in workers.list_runs(store, status="done")
@@ -60,13 +60,18 @@ def run_title(run: Run) -> str:
     the offline default (``[random]``), and the end of the run id."""
     cfg = run.config
     weights = f" [{cfg['weights']}]" if cfg.get("weights") not in (None, backbones.OFFLINE) else ""
-    return f"{cfg.get('model')} {layers_label(run)} {cfg.get('estimator')}{weights} ({run.id[-4:]})"
+    return f"{cfg.get('model')} {layers_label(run)} {estimator_label(run)}{weights} ({run.id[-4:]})"
+
+
+def estimator_label(run: Run) -> str:
+    """The model that produced the run's predictions: its estimator, or the run kind (``search``, ``train``)."""
+    return run.config.get("estimator") or run.kind
 
 
 def describe_run(run: Run) -> dict[str, Any]:
     cfg = run.config
     values = (run_title(run), run.id, run.label, cfg.get("model"), cfg.get("weights"), layers_label(run),
-              cfg.get("estimator"))  # fmt: skip
+              estimator_label(run))  # fmt: skip
     return dict(zip(RUN_COLUMNS, values))
 
 

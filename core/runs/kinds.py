@@ -27,6 +27,7 @@ KINDS: dict[str, str] = {
     "pipeline": "core.algonauts2023.pipeline:pipeline_task",
     "pipeline2021": "core.algonauts2021.pipeline:run_task",
     "search": "core.search.study:search_task",
+    "train": "core.training.trainer:train_task",
 }
 ALIASES = {"core.pipeline2021:run_task": "pipeline2021"}  # kinds stored by earlier versions
 

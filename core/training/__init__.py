@@ -1,0 +1,1 @@
+"""Trained encoders (seed 004): a multi-subject head on a frozen or partly fine-tuned trunk."""

@@ -1,0 +1,90 @@
+"""The multi-subject encoder (CMI-DAIR, Algonauts 2023): factorized readout -> shared + subject maps -> group PCA.
+
+* Per tapped layer a factorized spatial readout: channel weights ``(C, D)`` (a 1x1 convolution to
+  ``D`` latents) times one spatial weight map per latent ``(D, S)`` (depthwise spatial pooling),
+  then BatchNorm; the layers' latents are averaged. Shared by all subjects.
+* Dropout, then a shared linear map ``D -> K`` plus a subject-specific low-rank one
+  ``D -> r -> K`` (none for a single subject: there is nothing shared to separate).
+* A frozen group-PCA embedding ``K -> vertices``: components of all selected subjects' training
+  responses placed in fsaverage space (:func:`group_pca`); each subject reads its own vertices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class FactorizedReadout(nn.Module):
+    """``(B, C, S) -> (B, D)``: per latent, a channel projection and a spatial pooling map (rank one)."""
+
+    def __init__(self, channels: int, positions: int, latents: int):
+        super().__init__()
+        self.channel = nn.Parameter(torch.randn(channels, latents) / np.sqrt(channels))
+        self.spatial = nn.Parameter(torch.full((latents, positions), 1.0 / positions))
+        self.norm = nn.BatchNorm1d(latents)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("bcs,cd->bds", x, self.channel)
+        return self.norm((y * self.spatial).sum(-1))
+
+
+class GroupEncoder(nn.Module):
+    """Tapped-layer activations of one subject's images -> that subject's vertex responses (standardised).
+
+    ``shapes``: ``(C, S)`` per tapped layer; ``embedding``: ``(K, n_group_vertices)`` frozen PCA
+    components; ``vertex_index[s]``: the group-vertex index of each of subject ``s``'s vertices.
+    """
+
+    def __init__(self, shapes: list[tuple[int, int]], embedding: np.ndarray, vertex_index: list[np.ndarray],
+                 latents: int = 256, subject_rank: int = 16, dropout: float = 0.6):
+        super().__init__()
+        self.readouts = nn.ModuleList(FactorizedReadout(c, s, latents) for c, s in shapes)
+        self.dropout = nn.Dropout(dropout)
+        k = embedding.shape[0]
+        self.shared = nn.Linear(latents, k)
+        n_sub = len(vertex_index)
+        self.rank = subject_rank if n_sub > 1 else 0
+        self.subject_in = nn.Parameter(torch.randn(n_sub, latents, self.rank) / np.sqrt(latents))
+        self.subject_out = nn.Parameter(torch.zeros(n_sub, self.rank, k))
+        for s, idx in enumerate(vertex_index):  # each subject's slice of the frozen embedding
+            self.register_buffer(f"embedding_{s}", torch.from_numpy(np.ascontiguousarray(embedding[:, idx])).float())
+
+    def latent(self, acts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([r(a) for r, a in zip(self.readouts, acts)]).mean(0)
+
+    def forward(self, acts: list[torch.Tensor], subject: int) -> torch.Tensor:
+        z = self.dropout(self.latent(acts))
+        h = self.shared(z)
+        if self.rank:
+            h = h + (z @ self.subject_in[subject]) @ self.subject_out[subject]
+        return h @ getattr(self, f"embedding_{subject}")
+
+
+def group_pca(responses: list[np.ndarray], vertex_index: list[np.ndarray], n_group: int, n_components: int,
+              seed: int = 0, max_rows: int = 10_000) -> np.ndarray:
+    """Randomized PCA of the stacked standardised training responses in group (fsaverage) space.
+
+    ``responses[s]`` is ``(n_s, V_s)``, its columns at ``vertex_index[s]`` of the ``n_group``
+    group vertices; vertices a subject lacks count as 0 (its mean). At most ``max_rows`` rows are
+    used (seeded). Returns orthonormal components ``(K, n_group)``, ``K <= n_components``.
+    """
+    rng = np.random.default_rng(seed)
+    n_rows = sum(r.shape[0] for r in responses)
+    take = min(1.0, max_rows / n_rows)
+    blocks = []
+    for r, idx in zip(responses, vertex_index):
+        rows = np.sort(rng.choice(r.shape[0], max(2, int(round(r.shape[0] * take))), replace=False))
+        block = np.zeros((len(rows), n_group), np.float32)
+        block[:, idx] = r[rows]
+        blocks.append(block)
+    Y = torch.from_numpy(np.concatenate(blocks))
+    k = int(min(n_components, Y.shape[0] - 1, n_group))
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        _u, _s, v = torch.svd_lowrank(Y, q=min(k + 10, min(Y.shape)), niter=3)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return v[:, :k].T.contiguous().numpy()

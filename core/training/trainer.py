@@ -1,0 +1,445 @@
+"""Training the multi-subject encoder: phase 1 on cached trunk activations, phase 2 partly fine-tuned.
+
+``train(cfg, out)`` writes a result folder exactly like a ``pipeline`` run's (per subject: validation
+r per vertex, test predictions, ``roi_r.csv``, ``metrics.json``; ``submission.zip``; the summary
+``metrics.json`` with the same per-subject layout) plus the training curve, and a checkpoint after
+every epoch. Started again on the same folder with the same settings it resumes from that
+checkpoint; the result is the same as an uninterrupted run (every epoch's shuffling and dropout are
+seeded from ``(seed, phase, epoch)``).
+
+* Validation: a seeded held-out fraction of each subject's training images; the score that early
+  stopping watches is the mean over subjects of the mean validation r over vertices.
+* Phase 1 (``epochs``): the trunk frozen; its activations read from the on-disk fp16 cache
+  (:mod:`core.training.activations`), kept on the GPU when there is one.
+* Phase 2 (``finetune_blocks`` > 0, ``finetune_epochs``): from the best phase-1 state, the last N
+  trunk blocks are unfrozen and trained end to end from the decoded-image cache (mixed precision
+  on CUDA; the trunk's normalisation statistics stay frozen).
+* Test predictions come from the best state (by validation score) of either phase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Self
+
+import numpy as np
+
+from core.algonauts2023.dataset import HEMIS, open_dataset
+from core.viz.surfaces import N_FSAVERAGE
+from core.algonauts2023.pipeline import FeatureConfig, roi_rows, subject_summary
+from core.algonauts2023.submission import build_submission
+from core.encoding.fitting import PartResult, SubjectResult
+from core.encoding.metrics import part_metrics, pearson_r
+from core.encoding.splits import holdout_split
+from core.features.backbones import feature_extractor, load_backbone, resolve_weights, trunk_blocks
+from core.features.extraction import autocast, is_convnet, Normalizer, pick_device, resolve_precision
+from core.features.images import build_image_cache
+from core.runs import artifacts
+from core.training.activations import cached_activations, flatten_map
+from core.training.model import GroupEncoder, group_pca
+from core.util.errors import UserError
+from core.util.progress import Progress, report, scaled
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig(FeatureConfig):
+    """A train run: the trunk and its tapped layers (from :class:`FeatureConfig`), the head, the schedule."""
+
+    reduction: str = "none"  # activations are not reduced: the readout learns the spatial pooling
+    epochs: int = 30
+    finetune_blocks: int = 0
+    finetune_epochs: int = 3
+    batch_size: int = 64
+    lr: float = 6e-4
+    finetune_lr: float = 1e-5
+    weight_decay: float = 0.5
+    dropout: float = 0.6
+    latents: int = 256
+    embedding_dim: int = 512
+    subject_rank: int = 16
+    patience: int = 6
+    val_fraction: float = 0.1
+    resume_from: str | None = None  # a run folder whose checkpoint to continue from (a relaunched run)
+
+    def checked(self) -> Self:
+        ints = {"epochs": (1, 10_000), "finetune_blocks": (0, 1000), "finetune_epochs": (0, 1000),
+                "batch_size": (2, 65_536), "latents": (1, 65_536), "embedding_dim": (1, 65_536),
+                "subject_rank": (0, 4096), "patience": (1, 10_000)}
+        for name, (lo, hi) in ints.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise UserError(f"--{name.replace('_', '-')} must be an integer from {lo} to {hi} (got {v!r})")
+        for name, lo, hi in (("lr", 0.0, 1.0), ("finetune_lr", 0.0, 1.0), ("weight_decay", 0.0, 100.0),
+                             ("dropout", 0.0, 0.99), ("val_fraction", 0.0, 0.9)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not lo <= float(v) <= hi or (name != "dropout" and float(v) == lo):
+                raise UserError(f"--{name.replace('_', '-')} must be in {'[' if name == 'dropout' else '('}{lo:g}, {hi:g}] "
+                                f"(got {v!r})")
+        if self.resume_from is not None and not Path(self.resume_from).is_dir():
+            raise UserError(f"{self.resume_from}: no run folder to resume from")
+        if self.reduction != "none":
+            raise UserError("training reads unreduced activations: reduction must be 'none'")
+        cfg = super().checked()
+        if cfg.finetune_blocks:
+            net, _ = load_backbone(cfg.model, resolve_weights(cfg.model, "random"), resolution=cfg.resolution)
+            blocks = trunk_blocks(net)
+            if cfg.finetune_blocks > len(blocks):
+                raise UserError(f"--finetune-blocks {cfg.finetune_blocks}: {cfg.model} has {len(blocks)} blocks")
+        ds = open_dataset(cfg.data, cfg.subjects)
+        for s in cfg.subjects:
+            holdout_split(ds.subject(s).n_train, cfg.val_fraction, cfg.seed)  # enough images on both sides
+        return cfg
+
+    def digest(self) -> str:
+        """What a checkpoint must match to be resumed (everything but the schedule's length)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("epochs", "finetune_epochs", "patience", "device", "resume_from")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- data ---------------------------------------------------------------------------------------
+@dataclass
+class Subject:
+    number: int
+    name: str
+    responses: np.ndarray  # (n_train, V_lh + V_rh) float32, standardised on the fit rows
+    mean: np.ndarray
+    scale: np.ndarray
+    n_lh: int
+    fit_rows: np.ndarray
+    val_rows: np.ndarray
+    group_index: np.ndarray  # group-vertex index of each vertex
+    train_acts: object = None
+    test_acts: object = None
+    train_images: list = None
+    test_images: list = None
+
+
+def _load_subjects(cfg: TrainConfig) -> tuple[list[Subject], int, object]:
+    ds = open_dataset(cfg.data, cfg.subjects)
+    subjects, fs_indices = [], []
+    for s in cfg.subjects:
+        subj = ds.subject(s)
+        fit, val = holdout_split(subj.n_train, cfg.val_fraction, cfg.seed)
+        Y = np.concatenate([np.asarray(subj.fmri(h), dtype=np.float32) for h in HEMIS], axis=1)
+        mean = Y[fit].mean(0)
+        scale = Y[fit].std(0)
+        scale = np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+        Y = (Y - mean) / scale
+        fs_indices.append(np.concatenate([subj.fsaverage_indices("lh"),
+                                          subj.fsaverage_indices("rh") + N_FSAVERAGE]))
+        subjects.append(Subject(s, subj.name, Y, mean, scale, subj.n_vertices["lh"], fit, val, None,
+                                 train_images=list(subj.train_images), test_images=list(subj.test_images)))
+    group = np.unique(np.concatenate(fs_indices))
+    for sub, idx in zip(subjects, fs_indices):
+        sub.group_index = np.searchsorted(group, idx)
+    return subjects, len(group), ds
+
+
+class Source:
+    """Batches of one subject's tapped-layer activations: from the fp16 cache (phase 1, resident on the
+    GPU when it fits), or through the trunk from decoded pixels (phase 2)."""
+
+    def __init__(self, acts, device):
+        import torch
+
+        self.acts, self.device = acts, device
+        self.resident = None
+        if device.type == "cuda":
+            need = sum(a.nbytes for a in acts.arrays)
+            if need < 0.4 * torch.cuda.mem_get_info(device)[0]:
+                self.resident = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in acts.arrays]
+
+    def __call__(self, rows: np.ndarray):
+        import torch
+
+        if self.resident is not None:
+            idx = torch.from_numpy(rows).to(self.device)
+            return [a.index_select(0, idx).float() for a in self.resident]
+        return [torch.from_numpy(a).to(self.device) for a in self.acts.batch(rows)]
+
+
+class _TrunkSource:
+    def __init__(self, extractor, layers, pixels, norm, device, precision):
+        self.extractor, self.layers, self.pixels = extractor, layers, pixels
+        self.norm, self.device, self.precision = norm, device, precision
+
+    def __call__(self, rows: np.ndarray):
+        import torch
+
+        batch = torch.from_numpy(np.ascontiguousarray(self.pixels[rows]))
+        with autocast(self.device, self.precision):
+            out = self.extractor(self.norm(batch))
+        return [flatten_map(out[layer]).float() for layer in self.layers]
+
+
+# -- training -----------------------------------------------------------------------------------
+def epoch_batches(subjects: list[Subject], batch_size: int, seed: int, phase: int, epoch: int):
+    rng = np.random.default_rng([seed, phase, epoch])
+    chunks = []
+    for s, sub in enumerate(subjects):
+        perm = rng.permutation(sub.fit_rows)
+        chunks += [(s, np.sort(perm[i:i + batch_size])) for i in range(0, len(perm), batch_size)
+                   if len(perm[i:i + batch_size]) > 1]  # BatchNorm needs two rows
+    order = rng.permutation(len(chunks))
+    return [chunks[i] for i in order]
+
+
+def run_epoch(model, opt, scaler, sources, targets, batches, device, precision: str,
+              step_done: Callable[[int, float], None] | None = None) -> list[float]:
+    """One pass over ``batches`` (``(subject, rows)``): MSE on the standardised responses, one optimiser step
+    per batch (``precision`` "bf16" / "fp16": autocast on CUDA). Returns the batch losses."""
+    import torch
+
+    model.train()
+    losses = []
+    for b, (s, rows) in enumerate(batches):
+        x = sources[s](rows)
+        y = targets[s][torch.from_numpy(rows)].to(device, non_blocking=True)
+        with autocast(device, precision):
+            pred = model(x, s)
+        loss = torch.nn.functional.mse_loss(pred.float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.detach())
+        if step_done is not None:
+            step_done(b, float(losses[-1]))
+    return [float(v) for v in losses]
+
+
+def _predict(model, source, rows: np.ndarray, subject: int, batch_size: int, device) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            out.append(model(source(rows[i:i + batch_size]), subject).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _validate(model, sources, subjects, batch_size, device) -> tuple[float, dict, list[np.ndarray]]:
+    rs = []
+    for s, sub in enumerate(subjects):
+        pred = _predict(model, sources[s], sub.val_rows, s, batch_size, device)
+        rs.append(pearson_r(sub.responses[sub.val_rows], pred))
+    per_subject = {sub.name: float(np.nanmedian(r)) for sub, r in zip(subjects, rs)}
+    score = float(np.mean([np.nanmean(r) for r in rs]))
+    return score, per_subject, rs
+
+
+def _state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
+          log: Callable[[str], None] | None = None, timings: dict[str, float] | None = None) -> dict:
+    """Train, validate and predict; write the result folder ``out`` (see the module docstring)."""
+    import torch
+
+    log = log or (lambda _m: None)
+    timings = {} if timings is None else timings
+    start = time.perf_counter()
+    out = Path(out)
+    device = pick_device(cfg.device)
+    precision = resolve_precision("auto", device)
+    info = resolve_weights(cfg.model, cfg.weights)
+    subjects, n_group, ds = _load_subjects(cfg)
+
+    # the trunk: built once, only when something needs it
+    trunk: dict = {}
+
+    def extractor():
+        if "x" not in trunk:
+            net, _ = load_backbone(cfg.model, info, resolution=cfg.resolution, seed=cfg.seed)
+            ex = feature_extractor(net, cfg.model, list(cfg.layers)).eval().to(device)
+            if is_convnet(cfg.model):
+                ex = ex.to(memory_format=torch.channels_last)
+            trunk["x"], trunk["blocks"] = ex, trunk_blocks(net)
+        return trunk["x"]
+
+    # 1. cached activations (one forward pass over each image list, ever)
+    t0 = time.perf_counter()
+    n_sub = len(subjects)
+    for i, sub in enumerate(subjects):
+        step = scaled(progress, 0.25 * i / n_sub, 0.25 * (i + 1) / n_sub)
+        kw = dict(resolution=cfg.resolution, device=device, seed=cfg.seed, cache_dir=cfg.cache_dir)
+        sub.train_acts = cached_activations(sub.train_images, extractor, info, cfg.layers,
+                                            progress=scaled(step, 0.0, 0.9), **kw)
+        sub.test_acts = cached_activations(sub.test_images, extractor, info, cfg.layers,
+                                           progress=scaled(step, 0.9, 1.0), **kw)
+    timings["activations"] = round(time.perf_counter() - t0, 3)
+    log(f"trunk activations ready in {timings['activations']:.1f} s")
+
+    # 2. the head, with its frozen group-PCA embedding
+    t0 = time.perf_counter()
+    embedding = group_pca([sub.responses[sub.fit_rows] for sub in subjects], [sub.group_index for sub in subjects],
+                          n_group, cfg.embedding_dim, seed=cfg.seed)
+    timings["group_pca"] = round(time.perf_counter() - t0, 3)
+    shapes = [tuple(a.shape[1:]) for a in subjects[0].train_acts.arrays]
+    torch.manual_seed(cfg.seed)
+    model = GroupEncoder(shapes, embedding, [sub.group_index for sub in subjects], latents=cfg.latents,
+                         subject_rank=cfg.subject_rank, dropout=cfg.dropout).to(device)
+    targets = [torch.from_numpy(sub.responses).to(device) for sub in subjects]  # on the GPU when there is one
+    sources = [Source(sub.train_acts, device) for sub in subjects]
+
+    # 3. resume
+    ckpt = None
+    for folder in [out] + ([Path(cfg.resume_from)] if cfg.resume_from else []):
+        try:
+            ckpt = artifacts.read_checkpoint(folder)
+        except UserError as exc:
+            log(f"{exc}: not resuming from it")
+        if ckpt is not None:
+            log(f"checkpoint found in {folder}")
+            break
+    if ckpt is not None and ckpt.get("digest") != cfg.digest():
+        log("checkpoint in the run folder is for other settings: starting afresh")
+        ckpt = None
+    curve: list[dict] = [] if ckpt is None else list(ckpt["curve"])
+    best = None if ckpt is None else ckpt["best"]
+    phases = [(1, cfg.epochs)] + ([(2, cfg.finetune_epochs)] if cfg.finetune_blocks and cfg.finetune_epochs else [])
+    total_epochs = sum(n for _, n in phases)
+    t_train = time.perf_counter()
+    for phase, n_epochs in phases:
+        if ckpt is not None and ckpt["phase"] > phase:
+            continue
+        trainable: list[str] = []
+        if phase == 2:
+            ex = extractor()
+            if best is not None:
+                model.load_state_dict(best["head"])
+            blocks = trunk["blocks"][-cfg.finetune_blocks:]
+            for name, p in ex.named_parameters():
+                bare = name.removeprefix("net.")
+                p.requires_grad_(any(bare.startswith(b + ".") for b in blocks))
+                if p.requires_grad:
+                    trainable.append(name)
+            pixels = [build_image_cache(sub.train_images, cfg.resolution, cache_dir=cfg.cache_dir).array()
+                      for sub in subjects]
+            norm = Normalizer(info.mean, info.std, device, is_convnet(cfg.model))
+            sources = [_TrunkSource(ex, cfg.layers, px, norm, device, precision) for px in pixels]
+            groups = [{"params": list(model.parameters()), "weight_decay": cfg.weight_decay},
+                      {"params": [p for n, p in ex.named_parameters() if n in trainable], "weight_decay": 0.01}]
+            opt = torch.optim.AdamW(groups, lr=cfg.finetune_lr)
+        else:
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, n_epochs))
+        first, bad = 1, 0
+        if ckpt is not None and ckpt["phase"] == phase:
+            model.load_state_dict(ckpt["head"])
+            if phase == 2:
+                extractor().load_state_dict(ckpt["trunk"], strict=False)
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            first, bad = ckpt["epoch"] + 1, ckpt["bad_epochs"]
+            if ckpt["stopped"]:
+                first = n_epochs + 1
+            log(f"resumed phase {phase} after epoch {ckpt['epoch']}")
+        ckpt = None
+        scaler = torch.amp.GradScaler("cuda", enabled=phase == 2 and precision == "fp16")
+        stopped = False
+        for epoch in range(first, n_epochs + 1):
+            te = time.perf_counter()
+            torch.manual_seed(cfg.seed * 1_000_003 + phase * 10_007 + epoch)  # dropout: the same after a resume
+            batches = epoch_batches(subjects, cfg.batch_size, cfg.seed, phase, epoch)
+            before = sum(n for p, n in phases if p < phase) + epoch - 1
+
+            def step_done(b: int, loss: float) -> None:
+                report(scaled(progress, 0.25, 0.9), (before + (b + 1) / len(batches)) / total_epochs,
+                       f"phase {phase} epoch {epoch}/{n_epochs}: loss {loss:.3f}")
+
+            losses = run_epoch(model, opt, scaler, sources, targets, batches, device,
+                               precision if phase == 2 else "fp32", step_done)
+            sched.step()
+            score, per_subject, _ = _validate(model, sources, subjects, cfg.batch_size, device)
+            improved = best is None or score > best["score"]
+            if improved:
+                best = {"score": score, "phase": phase, "epoch": epoch, "head": _state(model),
+                        "trunk": {n: p.detach().clone() for n, p in extractor().named_parameters() if n in trainable}
+                        if phase == 2 else None}
+                bad = 0
+            else:
+                bad += 1
+            stopped = bad >= cfg.patience
+            curve.append({"phase": phase, "epoch": epoch, "train_loss": float(np.mean(losses)),
+                          "val_score": score, "val_median_r": per_subject, "best": improved,
+                          "seconds": round(time.perf_counter() - te, 3)})
+            artifacts.write_checkpoint(out, {
+                "version": CHECKPOINT_VERSION, "digest": cfg.digest(), "phase": phase, "epoch": epoch,
+                "head": _state(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "trunk": {n: p.detach().clone() for n, p in extractor().named_parameters() if n in trainable}
+                if phase == 2 else None,
+                "best": best, "bad_epochs": bad, "stopped": stopped, "curve": curve})
+            artifacts.write_training_curve(out, curve)
+            log(f"phase {phase} epoch {epoch}: train loss {curve[-1]['train_loss']:.4f}, val mean r {score:.4f}"
+                + (" (best)" if improved else ""))
+            if stopped:
+                log(f"early stop in phase {phase} after epoch {epoch} (no improvement in {cfg.patience} epochs)")
+                break
+    timings["train"] = round(time.perf_counter() - t_train, 3)
+
+    # 4. the best state: validation r and test predictions per subject
+    t0 = time.perf_counter()
+    model.load_state_dict(best["head"])
+    if best["trunk"] is not None:
+        ex = extractor()
+        ex.load_state_dict(best["trunk"], strict=False)
+        norm = Normalizer(info.mean, info.std, device, is_convnet(cfg.model))
+
+        def source(images):
+            return _TrunkSource(ex, cfg.layers, build_image_cache(images, cfg.resolution, cache_dir=cfg.cache_dir)
+                                .array(), norm, device, precision)
+        val_sources = [source(sub.train_images) for sub in subjects]
+        test_sources = [source(sub.test_images) for sub in subjects]
+    else:
+        val_sources = [Source(sub.train_acts, device) for sub in subjects]
+        test_sources = [Source(sub.test_acts, device) for sub in subjects]
+    _, _, rs = _validate(model, val_sources, subjects, cfg.batch_size, device)
+    metrics: dict = {}
+    predictions: dict = {}
+    for s, sub in enumerate(subjects):
+        subj = ds.subject(sub.number)
+        test = _predict(model, test_sources[s], np.arange(subj.n_test), s, cfg.batch_size, device)
+        test = test * sub.scale + sub.mean
+        parts = {"lh": slice(0, sub.n_lh), "rh": slice(sub.n_lh, None)}
+        hemis = {h: PartResult(h, rs[s][sl].astype(np.float32), test[:, sl].astype(np.float32),
+                               part_metrics(rs[s][sl], subj.roi_masks(h), subj.noise_ceiling(h)))
+                 for h, sl in parts.items()}
+        result = SubjectResult(sub.name, hemis, {
+            "subject": sub.name, "data": str(subj.root), "estimator": {"kind": "group-encoder"},
+            "training": {"best_phase": best["phase"], "best_epoch": best["epoch"], "val_score": best["score"]},
+            "validation": {"kind": "holdout", "val_fraction": cfg.val_fraction, "seed": cfg.seed,
+                           "n_fit": int(len(sub.fit_rows)), "n_val": int(len(sub.val_rows))},
+            "hemispheres": {h: r.metrics for h, r in hemis.items()}, "n_test": int(subj.n_test)})
+        artifacts.write_subject(out / sub.name, result.arrays(), result.info)
+        artifacts.write_roi_table(out / sub.name, roi_rows(result))
+        metrics[sub.name] = subject_summary(result, subj)
+        predictions[sub.number] = {h: r.test_pred for h, r in hemis.items()}
+        log(f"{sub.name}: median r lh {metrics[sub.name]['lh_median_r']}, rh {metrics[sub.name]['rh_median_r']}, "
+            f"noise-normalised {metrics[sub.name]['noise_normalized']}")
+    build_submission(artifacts.submission_file(out), predictions, ds)
+    timings["predict"] = round(time.perf_counter() - t0, 3)
+    metrics["training"] = {"curve": curve, "best": {k: best[k] for k in ("score", "phase", "epoch")},
+                           "config": cfg.to_dict()}
+    metrics["seconds"] = {**timings, "total": round(time.perf_counter() - start, 3)}
+    artifacts.write_summary(out, metrics)
+    report(progress, 1.0, "done")
+    return metrics
+
+
+def train_task(ctx) -> dict:
+    """The ``train`` run kind: train into the run folder (a relaunch resumes from its checkpoint)."""
+    metrics = train(TrainConfig.from_dict(ctx.config), ctx.dir, progress=ctx.progress, log=ctx.log,
+                    timings=ctx.timings)
+    return {k: v for k, v in metrics.items() if k != "training"}
+
+
+train_task.config = TrainConfig

@@ -1,0 +1,180 @@
+"""The trained multi-subject encoder: model parts, training end to end, resume, CLI, run kind."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from core.cli import main
+from core.runs import artifacts, kinds
+from core.training.model import FactorizedReadout, GroupEncoder, group_pca
+from core.training.trainer import TrainConfig, train, train_task
+from core.util.errors import UserError
+from tests.conftest import make_tiny_dataset
+
+TINY = dict(model="mobilenet_v2", layers=["features.3", "features.6"], resolution=32, epochs=2, batch_size=8,
+            latents=8, embedding_dim=8, subject_rank=2, val_fraction=0.25, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("data"), subjects=(1, 2), n_train=16, n_test=3)
+
+
+@pytest.fixture
+def cache(tmp_path_factory, monkeypatch):
+    root = tmp_path_factory.getbasetemp() / "train-cache"
+    monkeypatch.setenv("BES_CACHE_DIR", str(root))
+    return root
+
+
+def test_readout_is_rank_one_per_latent():
+    r = FactorizedReadout(channels=3, positions=5, latents=2).eval()
+    x = torch.randn(4, 3, 5)
+    y = r(x)
+    manual = torch.einsum("bcs,cd,ds->bd", x, r.channel, r.spatial)
+    torch.testing.assert_close(y, r.norm(manual))
+
+
+def test_group_pca_is_orthonormal_and_subjects_read_their_vertices():
+    rng = np.random.default_rng(0)
+    index = [np.array([0, 1, 2, 3]), np.array([2, 3, 4])]
+    responses = [rng.standard_normal((20, 4)).astype(np.float32), rng.standard_normal((15, 3)).astype(np.float32)]
+    comp = group_pca(responses, index, n_group=5, n_components=4)
+    assert comp.shape == (4, 5)
+    np.testing.assert_allclose(comp @ comp.T, np.eye(4), atol=1e-5)
+    model = GroupEncoder([(3, 5)], comp, index, latents=6, subject_rank=2)
+    acts = [torch.randn(7, 3, 5)]
+    assert model(acts, 0).shape == (7, 4) and model(acts, 1).shape == (7, 3)
+    single = GroupEncoder([(3, 5)], comp, index[:1], latents=6, subject_rank=2)
+    assert single.rank == 0  # one subject: only the shared map
+
+
+@pytest.mark.slow
+def test_train_writes_pipeline_layout_submission_and_curve(data, cache, tmp_path):
+    cfg = TrainConfig(data=str(data), subjects=[1, 2], **TINY).checked()
+    out = tmp_path / "run"
+    metrics = train(cfg, out)
+    for name in ("subj01", "subj02"):
+        m = metrics[name]
+        assert set(m) == {"lh_median_r", "rh_median_r", "roi_median_r", "noise_normalized"}
+        assert np.isfinite(m["lh_median_r"])
+        assert artifacts.read_part(out / name, "lh", "val_r").shape == (30,)
+        assert artifacts.read_part(out / name, "rh", "pred_test").shape == (3, 40)
+        assert {r["roi"] for r in artifacts.read_roi_table(out / name)} >= {"all vertices", "V1v"}
+    curve = artifacts.read_training_curve(out)
+    assert [c["epoch"] for c in curve] == [1, 2] and all(np.isfinite(c["train_loss"]) for c in curve)
+    assert metrics["training"]["curve"] == curve
+    with zipfile.ZipFile(artifacts.submission_file(out)) as z:
+        assert any("subj02" in n for n in z.namelist())
+    assert json.loads((out / "metrics.json").read_text())["training"]["best"]["phase"] == 1
+
+
+def _numbers(curve):
+    return [{k: v for k, v in c.items() if k != "seconds"} for c in curve]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(data, cache, tmp_path):
+    cfg = TrainConfig(data=str(data), subjects=[1, 2], **{**TINY, "epochs": 3}).checked()
+    straight = train(cfg, tmp_path / "a")
+
+    def kill_after_epoch_2(message: str) -> None:
+        if message.startswith("phase 1 epoch 2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", log=kill_after_epoch_2)
+    assert artifacts.read_checkpoint(tmp_path / "b")["epoch"] == 2
+    logs: list[str] = []
+    resumed = train(cfg, tmp_path / "b", log=logs.append)
+    assert any("resumed phase 1 after epoch 2" in m for m in logs)
+    assert _numbers(resumed["training"]["curve"]) == _numbers(straight["training"]["curve"])
+    for hemi in ("lh", "rh"):
+        np.testing.assert_array_equal(artifacts.read_part(tmp_path / "a" / "subj01", hemi, "pred_test"),
+                                      artifacts.read_part(tmp_path / "b" / "subj01", hemi, "pred_test"))
+    # a relaunched run (new folder) continues from the old run's checkpoint
+    relaunched = train(TrainConfig(**{**cfg.to_dict(), "resume_from": str(tmp_path / "b")}), tmp_path / "c")
+    assert _numbers(relaunched["training"]["curve"]) == _numbers(straight["training"]["curve"])
+
+
+@pytest.mark.slow
+def test_phase_two_trains_only_the_last_blocks_of_a_timm_trunk(tmp_path, cache):
+    ds = make_tiny_dataset(tmp_path / "d", subjects=(1,), n_train=12, n_test=2)
+    cfg = TrainConfig(data=str(ds), subjects=[1], model="timm:vit_tiny_patch16_224", weights="random",
+                      layers=["blocks.1", "blocks.2"], resolution=32, epochs=1, finetune_blocks=1, finetune_epochs=1,
+                      batch_size=8, latents=8, embedding_dim=4, val_fraction=0.25, device="cpu").checked()
+    train(cfg, tmp_path / "run")
+    ckpt = artifacts.read_checkpoint(tmp_path / "run")
+    assert ckpt["phase"] == 2 and ckpt["trunk"]
+    assert all(k.startswith("net.blocks.11.") for k in ckpt["trunk"])
+    assert [c["phase"] for c in artifacts.read_training_curve(tmp_path / "run")] == [1, 2]
+
+
+def test_cli_bad_input_is_one_line_and_writes_nothing(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    for extra in (["--subjects", "1", "7"], ["--subjects", "1", "--dropout", "3"],
+                  ["--subjects", "1", "--finetune-blocks", "99"]):
+        rc = main(["train", "--data", str(data), "--model", "mobilenet_v2", "--layers", "features.3",
+                   "--out", str(out), *extra])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith("error:") and "\n" not in err
+    rc = main(["train", "--data", str(data), "--subjects", "1", "--model", "mobilenet_v2", "--layers", "features.99",
+               "--out", str(out)])
+    assert rc == 2 and "unknown layer 'features.99'" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_cli_trains_and_moves_results_into_out(data, cache, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["train", "--data", str(data), "--subjects", "1", "2", "--model", "mobilenet_v2", "--layers",
+               "features.3", "--out", str(out), "--epochs", "1", "--resolution", "32", "--batch-size", "8",
+               "--latents", "4", "--embedding-dim", "4", "--val-fraction", "0.25", "--device", "cpu", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "submission.zip", "training_curve.json"]
+    assert not list(tmp_path.glob(".out*"))  # the work folder is gone
+
+
+def test_train_is_a_run_kind_with_checked_config(data):
+    assert kinds.resolve_task("train") is train_task
+    cfg = kinds.check_config("train", {"data": str(data), "subjects": ["subj01"], "layers": ["features.3"]})
+    assert cfg["subjects"] == [1] and cfg["weights"] == "imagenet-offline" and cfg["epochs"] == 30
+    with pytest.raises(UserError, match="unknown TrainConfig setting 'epoch'"):
+        kinds.check_config("train", {"data": str(data), "subjects": [1], "layers": ["features.3"], "epoch": 3})
+
+
+@pytest.mark.slow
+def test_runs_page_train_form_and_live_curves(demo_root, monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from core.runs.store import RunStore
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
+    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BES_WORKSPACE", str(tmp_path / "workspace"))
+    store = RunStore(tmp_path / "workspace")
+    config = TrainConfig(data=str(demo_root), subjects=[1, 2], layers=["features.6"]).checked().to_dict()
+    run = store.create("train", config, label="live")
+    artifacts.write_training_curve(run.dir, [
+        {"phase": 1, "epoch": 1, "train_loss": 0.9, "val_score": 0.10},
+        {"phase": 1, "epoch": 2, "train_loss": 0.8, "val_score": 0.15},
+    ])
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Runs.py"), default_timeout=90).run()
+    assert not at.exception, at.exception
+    assert any("2 epochs so far; best: phase 1 epoch 2" in c.value for c in at.caption)
+    assert len(at.get("vega_lite_chart")) == 2  # loss and validation curves
+    at.selectbox(key="runs_kind").select("train").run()
+    assert at.multiselect(key="runs_train_subjects").value == [1, 2]
+    assert at.multiselect(key="runs_train_layers_mobilenet_v2").value == ["features.6", "features.10", "features.17"]
+    at.text_input(key="runs_train_model").set_value("timm:vit_tiny_patch16_224").run()
+    assert "blocks.11" in at.multiselect(key="runs_train_layers_timm:vit_tiny_patch16_224").options
+    at.text_input(key="runs_train_model").set_value("mobilenet_v2").run()
+    at.number_input(key="runs_train_finetune_blocks").set_value(99).run()
+    at.button(key="runs_launch").click().run()
+    assert any("--finetune-blocks 99: mobilenet_v2 has 19 blocks" in e.value for e in at.error)
+    assert len(store.list()) == 1  # nothing queued
