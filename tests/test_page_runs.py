@@ -129,7 +129,7 @@ def test_done_fits_show_their_accuracy(finished_env):
 
 
 def test_live_progress_of_a_running_run(env):
-    run = workers.launch(env, SLEEP, {"steps": 2000, "sleep": 0.05})  # cancelled below: long enough on a busy machine
+    run = workers.launch(env, SLEEP, {"steps": 100, "sleep": 1.0})  # 1% a step; cancelled below, long enough when busy
     try:
         wait_running(env, run.id)
         at = run_page()
