@@ -18,7 +18,8 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from core.commands.pipeline import one_line_error, add_input_args
+from core.commands.pipeline import add_input_args, one_line_error
+from core.util import outdir
 from core.util.errors import UserError
 
 ESTIMATOR_CHOICES = ("ridge", "banded", "pls", "elasticnet")
@@ -30,7 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_input_args(p)
     p.add_argument("--layers", required=True, nargs="+", metavar="L", help="candidate layers")
     p.add_argument("--trials", required=True, type=int, help="trials per scope")
-    p.add_argument("--out", required=True, type=Path, help="output directory (resumes the search found there)")
+    p.add_argument("--out", required=True, type=Path,
+                   help=f"output directory; one holding a search resumes it, otherwise {outdir.RULE}")
+    p.add_argument("--force", action="store_true", help=outdir.FORCE_HELP)
     p.add_argument("--scope", choices=("roi", "class", "hemisphere"), default="roi", help="one study per ... (default roi)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
     p.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1)")
@@ -50,13 +53,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.runs.artifacts import METRICS, SUBMISSION, TRIALS
+    from core.runs.artifacts import METRICS, STUDY, SUBMISSION, TRIALS
     from core.search.study import SearchConfig, run_search
     from core.util.progress import TqdmProgress
 
     out = args.out.expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
+    if not (out / STUDY).is_file():  # a folder holding a search resumes it (one with other settings is refused)
+        out = outdir.prepare_out(out, args.force)
     cfg = SearchConfig(
         data=str(args.data), subjects=list(args.subjects), model=args.model, weights=args.weights,
         layers=list(args.layers), device=args.device, resolution=args.resolution, n_components=args.n_components,

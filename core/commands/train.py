@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 from pathlib import Path
 
 from core.commands.pipeline import one_line_error
+from core.util import outdir
 from core.util.errors import UserError
 
 
@@ -35,7 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="default: imagenet-offline for mobilenet_v2, DEFAULT otherwise; a pretrained tag (open_clip), "
                         "a local file, or random")
     p.add_argument("--layers", required=True, nargs="+", metavar="L", help="tapped layers (readouts averaged)")
-    p.add_argument("--out", required=True, type=Path, help="output directory (submission.zip, metrics.json)")
+    p.add_argument("--out", required=True, type=Path,
+                   help=f"output directory (submission.zip, metrics.json); {outdir.RULE}; a killed run resumes "
+                        "from its checkpoint when the same command is run again")
+    p.add_argument("--force", action="store_true", help=outdir.FORCE_HELP)
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--epochs", type=int, default=30, help="phase-1 epochs at most (early stopping; default 30)")
     p.add_argument("--finetune-blocks", type=int, default=0, help="phase 2: unfreeze the last N trunk blocks (default 0: no phase 2)")
@@ -70,9 +73,7 @@ def run(args: argparse.Namespace) -> int:
         dropout=args.dropout, latents=args.latents, embedding_dim=args.embedding_dim,
         subject_rank=args.subject_rank, patience=args.patience, val_fraction=args.val_fraction,
     ).checked()
-    out = args.out.expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
+    out = outdir.prepare_out(args.out, args.force)  # the work folder beside it resumes a killed run
     work = out.parent / f".{out.name}.train"
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -80,9 +81,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: cannot write the output here ({exc.strerror})") from None
     with contextlib.nullcontext() if args.quiet else TqdmProgress(desc="train") as bar:
         metrics = train(cfg, work, progress=bar)
-    out.mkdir(exist_ok=True)
-    for name in (SUBMISSION, TRAINING_CURVE, METRICS):
-        os.replace(work / name, out / name)
+    outdir.publish(work, out, (SUBMISSION, TRAINING_CURVE, METRICS))
     shutil.rmtree(work, ignore_errors=True)
     for name in (f"subj{s:02d}" for s in cfg.subjects):
         m = metrics[name]
