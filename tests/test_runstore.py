@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import subprocess
 import sys
@@ -99,10 +100,18 @@ def test_listing_hundreds_is_instant(tmp_path):
             [(f"r{i:04d}", ("done", "failed")[i % 2], '{"subjects": [1], "model": "alexnet"}', i % 8 + 1, "alexnet",
               time.time() + i) for i in range(2000)],
         )
-    start = time.perf_counter()
-    runs = store.list()
-    done = store.list(status="done", subject=3)
-    assert time.perf_counter() - start < 0.5
+    gc.collect()  # time the store, not a full collection of the whole test session's heap
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        runs = store.list()
+        done = store.list(status="done", subject=3)
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    # 0.09 s on a quiet machine; late in the full suite, beside other work, it has taken 0.8-1.0 s: this guards
+    # against a listing that scales badly (a query per run, a file read per run), not a timing target
+    assert elapsed < 2.0
     assert len(runs) == 2000 and runs[0].id == "r1999" and len(done) == 250
 
 
