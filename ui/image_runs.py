@@ -3,8 +3,6 @@ and extract runs (one subject, or a grid of fits), their score columns and their
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from core.algonauts2023 import pipeline
@@ -14,7 +12,7 @@ from core.features.extraction import REDUCTIONS
 from core.runs.store import Run
 from ui.controls import backbone_controls
 from ui.runs_panel import DEVICES, Launch
-from ui.state import get_dataset
+from ui.state import chosen_dataset
 
 HELP = {
     "fit": "features, encoding model, validation r and test predictions (one subject, or a grid)",
@@ -50,7 +48,7 @@ def details(run: Run) -> None:
 
 def form(kind: str, key: str) -> Launch | None:
     """The settings of a 2023 run of ``kind`` on the sidebar's dataset and subject."""
-    ds = get_dataset(Path(st.session_state["data_dir"]).expanduser())
+    ds = chosen_dataset()
     subject = ds.subject(st.session_state["_w_subject"])
     grid = kind == "fit" and st.radio(
         "Scope", ("one subject", "grid"), horizontal=True, key=f"{key}_scope",

@@ -27,7 +27,7 @@ from core.util.errors import UserError
 from ui import image_runs
 from ui.controls import backbone_controls
 from ui.runs_panel import DEVICES, Launch
-from ui.state import get_dataset
+from ui.state import chosen_dataset, get_dataset
 
 SCOPE_HELP = ("One Optuna study per ROI, ROI class or hemisphere (the hemispheres always: vertices outside every "
               "ROI take theirs).")
@@ -39,7 +39,7 @@ HELP = "per-scope hyper-parameter search (Optuna) on the sidebar's subject, then
 def form(key: str) -> Launch | None:
     """A search on the sidebar's dataset and subject: candidate layers, then the search's own settings."""
     key = f"{key}_search"  # the other kinds' forms use the same prefix
-    ds = get_dataset(Path(st.session_state["data_dir"]).expanduser())
+    ds = chosen_dataset()
     subject = ds.subject(st.session_state["_w_subject"])
     c1, c2, c3 = st.columns(3)
     c1.markdown(f"**Subject:** {subject.name} (from the sidebar)")

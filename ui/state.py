@@ -82,6 +82,11 @@ def get_dataset(root: Path) -> Dataset:
     return load_dataset(str(root), stamp)
 
 
+def chosen_dataset() -> Dataset:
+    """The dataset of the sidebar's data directory, for forms drawn after ``sidebar()`` has checked it."""
+    return get_dataset(Path(st.session_state["data_dir"]).expanduser())
+
+
 def persist(key: str) -> None:
     st.session_state[key] = st.session_state[f"_w_{key}"]
 

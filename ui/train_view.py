@@ -8,8 +8,6 @@ go through ``core.runs.workers``, the curve is read with ``core.runs.artifacts``
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
@@ -21,7 +19,7 @@ from core.training.trainer import TrainConfig
 from core.util.errors import UserError
 from ui.controls import layer_choices
 from ui.runs_panel import DEVICES, Launch, open_store
-from ui.state import get_dataset
+from ui.state import chosen_dataset
 
 KIND = "train"
 TRUNK_HELP = ("A torchvision name (mobilenet_v2, resnet50), timm:<name> (timm:eva02_base_patch14_224.mim_in22k, "
@@ -34,7 +32,7 @@ HELP = "a multi-subject encoder trained on a trunk's features (shared readout, g
 def form(key: str) -> Launch | None:
     """The settings of a train run on the sidebar's dataset (every subject by default)."""
     key = f"{key}_train"  # the other kinds' forms use the same prefix
-    ds = get_dataset(Path(st.session_state["data_dir"]).expanduser())
+    ds = chosen_dataset()
     c1, c2, c3 = st.columns(3)
     subjects = c1.multiselect("Subjects", ds.subjects, default=list(ds.subjects), key=f"{key}_subjects",
                               format_func=lambda n: f"subj{n:02d}")
