@@ -154,3 +154,8 @@ def test_motion_energy_sees_the_direction_of_motion(tmp_path):
     asymmetry = [float(e[pick[0]].sum() - e[pick[1]].sum()) for e in (train[0], train[1], test[0])]
     assert asymmetry[0] * asymmetry[1] < 0 and min(map(abs, asymmetry[:2])) > 1 and abs(asymmetry[2]) < 0.1
     assert extract_motion_energy(clips[:2], clips[2:], cfg, cache_dir=tmp_path).path == entry.path
+    with open(entry.train_file, "r+b") as f:  # a cache entry damaged since (a disk that filled up): rebuilt
+        f.truncate(entry.train_file.stat().st_size - 8)
+    repaired = extract_motion_energy(clips[:2], clips[2:], cfg, cache_dir=tmp_path)
+    assert repaired.path == entry.path
+    np.testing.assert_array_equal(repaired.load()[0], train)

@@ -20,9 +20,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from core.util.atomicdir import staging_dir
+from core.util.atomicdir import set_aside, staging_dir
 from core.util.errors import UserError
-from core.features.extraction import FeatureEntry, features_root
+from core.features.extraction import entry_intact, FeatureEntry, features_root
 from core.util.fileio import write_json
 from core.features.images import fingerprint_images
 from core.util.npystream import NpyWriter
@@ -88,9 +88,11 @@ def extract_motion_energy(train_videos: Sequence[str | os.PathLike], test_videos
            "train": fingerprint_images(train), "test": fingerprint_images(test)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     final = features_root(cache_dir) / f"motion_energy-{cfg.size}px-{digest[:16]}"
-    if (final / "meta.json").is_file():
-        report(progress, 1.0, "motion energy cached")
-        return FeatureEntry.open(final)
+    if final.exists():
+        if entry_intact(final, len(train), len(test)):
+            report(progress, 1.0, "motion energy cached")
+            return FeatureEntry.open(final)
+        set_aside(final, "incomplete or unreadable train.npy / test.npy / meta.json")  # damaged since: rebuild
     pyramid = _pyramid(cfg)
     n_filters = len(pyramid.filters)
     with staging_dir(final) as tmp:
