@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui.figures import placeholder_style
 from ui.run_kinds import RUN_KINDS
 from ui.runs_panel import launch_form, open_store, runs_panel
 from ui.state import sidebar
 
 st.set_page_config(page_title="Runs · Brain Encoding Studio", page_icon="🧠", layout="wide")
 sidebar()
+placeholder_style()
 
 st.title("Runs")
 store = open_store()

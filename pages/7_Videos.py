@@ -18,6 +18,7 @@ from core.algonauts2021.dataset import FULL_TRACK, WB
 from core.algonauts2023.compare import run_title
 from core.viz import volumes
 from ui import video_view
+from ui.figures import placeholder_style
 from ui.run_kinds import RUN_KINDS
 from ui.runs_panel import launch_form, open_store, runs_panel
 from ui.video_data import video_sidebar
@@ -25,6 +26,7 @@ from ui.video_runs import offer_zips
 
 st.set_page_config(page_title="Videos · Brain Encoding Studio", page_icon="🧠", layout="wide")
 DEFAULT_RUNS = 4
+placeholder_style()
 
 st.title("Videos")
 dataset, subject = video_sidebar()

@@ -16,6 +16,7 @@ from core.features.video import probe_video
 from core.runs.store import Run
 from core.viz import charts, volumes
 from ui.controls import run_scores_table
+from ui.figures import figure_slot
 
 MAX_PREVIEWS = 4
 PROBED_CLIPS = 8  # clips whose length is read for the page's text
@@ -77,7 +78,7 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-@st.cache_data(show_spinner="Drawing the volume…", max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=32)
 def volume_pngs(key: str, title: str, slices: str, threshold: float, symmetric: bool, cmap: str,
                 _img) -> tuple[bytes, bytes]:
     """Glass brain and slices of a volume as PNGs; ``key`` names the volume's content."""
@@ -96,9 +97,11 @@ def show_volume(key: str, title: str, img, prefix: str, threshold: tuple[str, fl
     slices = v1.radio("Slices", list(SLICES), horizontal=True, key=f"{prefix}_slices")
     label, top, default, step, fmt = threshold
     cut = v2.slider(label, 0.0, top, default, step, format=fmt, key=f"{prefix}_threshold")
+    glass_slot = figure_slot(290, "Drawing the glass brain…")  # the figures' aspect at the page's width
+    row_slot = figure_slot(250, "Drawing the slices…")
     glass, row = volume_pngs(key, title, SLICES[slices], cut, symmetric, cmap, img)
-    st.image(glass, width="stretch")
-    st.image(row, width="stretch")
+    glass_slot.image(glass, width="stretch")
+    row_slot.image(row, width="stretch")
     st.caption(caption)
 
 
