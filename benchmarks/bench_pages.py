@@ -143,7 +143,7 @@ def _visit(page, go, name: str, drawn: str) -> tuple[float | None, float]:
 
 def _click_to(page, title: str):
     """Navigation through the sidebar's link named ``title``."""
-    link = page.locator('[data-testid="stSidebarNav"] a').filter(has_text=re.compile(rf"(^|\s){title}$"))
+    link = page.locator('[data-testid="stSidebarNav"] a').filter(has_text=re.compile(rf"{title}\s*$"))
     return lambda: link.first.click()
 
 
