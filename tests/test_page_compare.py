@@ -57,7 +57,9 @@ def test_bars_heat_map_surface_and_scores(runs):
 
     surface, _ = chart(at, "compare_surface")
     assert surface["layout"]["title"]["text"] == f"subj01: {compare.run_title(runs[0])}"
-    assert "scene2" in surface["layout"]  # both hemispheres
+    assert "scene2" not in surface["layout"]  # the sidebar's hemisphere, one scene
+    at.radio(key="compare_hemis").set_value("both").run()
+    assert "scene2" in chart(at, "compare_surface")[0]["layout"]  # both hemispheres side by side
 
     summary = at.dataframe[0].value
     assert summary["run"].tolist() == [compare.run_title(r) for r in runs]

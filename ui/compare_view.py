@@ -110,15 +110,18 @@ def image_section(store: RunStore, sel, *, with_videos: bool) -> None:
 
     st.subheader("Encoding accuracy on the cortex")
     by_id = {r.id: r for r in chosen}
-    c1, c2 = st.columns([3, 1])
+    c1, c2, c3 = st.columns([3, 1, 1])
     if st.session_state.get("compare_surface_run") not in by_id:
         st.session_state.pop("compare_surface_run", None)
     shown_id = c1.selectbox("Run", list(by_id), key="compare_surface_run", format_func=lambda i: compare.run_title(by_id[i]))
     view = c2.selectbox("View", plotting.VIEWS[:4], index=3, key="compare_view",
                         help="Camera preset; drag to rotate, scroll to zoom, double-click to reset.")  # fmt: skip
+    both = c3.radio("Hemispheres", ("selected", "both"), key="compare_hemis", horizontal=True,
+                    format_func=lambda o: HEMI_NAMES[sel.hemi] if o == "selected" else "both",
+                    help="The sidebar's hemisphere (one 3-D scene: drawn sooner), or both side by side.") == "both"  # fmt: skip
     slot = figure_slot(520, "Drawing the brain…")
     try:
-        surfs = {h: surfaces.display_surface("inflated", h) for h in HEMIS}
+        surfs = {h: surfaces.display_surface("inflated", h) for h in (HEMIS if both else (sel.hemi,))}
     except UserError as exc:
         slot.error(str(exc))
     else:
