@@ -45,7 +45,8 @@ def _run(args: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def holdout_score(data: str, out: Path, scope: str, n_components: int, folds_seed: int = 0) -> float:
+def holdout_score(data: str, out: Path, scope: str, n_components: int, pool_size: int = 0,
+                  folds_seed: int = 0) -> float:
     """The search's chosen configurations refit on the pipeline's 90% and scored on its held-out 10%."""
     from core.algonauts2023.dataset import HEMIS, open_dataset
     from core.encoding.metrics import noise_normalized_score, pearson_r
@@ -55,15 +56,16 @@ def holdout_score(data: str, out: Path, scope: str, n_components: int, folds_see
 
     metrics = artifacts.read_metrics(out / "subj01")
     cfg = study.SearchConfig(data=data, subjects=[1], model="mobilenet_v2", weights="imagenet-offline",
-                             layers=LAYERS, device="cpu", scope=scope, n_components=n_components).checked()
+                             layers=LAYERS, device="cpu", scope=scope, n_components=n_components,
+                             pool_size=pool_size).checked()
     subject = open_dataset(data, [1]).subject(1)
     fit, val = holdout_split(subject.n_train, 0.1, folds_seed)
-    bank = space.Bank.open(study._extract(cfg, subject, None, None, {}))
+    bank = space.Bank.open(study.bank_sources(cfg, study.layout_of(data, [1]), subject))
     rs, ncs = [], []
     for hemi in HEMIS:
         Y = np.asarray(subject.fmri(hemi), dtype=np.float32)
         r = np.full(Y.shape[1], np.nan)
-        scopes = {f"subj01/{s.name}": s for s in study.scopes(subject, cfg.scope) if s.hemi == hemi}
+        scopes = {f"subj01/{s.name}": s for s in study.scopes(subject, cfg.scope) if s.part == hemi}
         for name in sorted((n for n in metrics["search"] if n in scopes), key=lambda n: -int(scopes[n].mask.sum())):
             params, mask = metrics["search"][name]["params"], scopes[name].mask
             X = bank.design(params, "train")
@@ -144,6 +146,8 @@ def main() -> None:
     ap.add_argument("--kill-trials", type=int, default=6)
     ap.add_argument("--n-components", type=int, default=1000, help="the search's PCA size (trials use its first k)")
     ap.add_argument("--timeout", type=float, default=None, help="the search's time limit (s)")
+    ap.add_argument("--pool-size", type=int, default=7, help="the search's pooling candidate (0: none; default 7)")
+    ap.add_argument("--estimators", nargs="+", default=None, help="the search's estimators (default: all)")
     ap.add_argument("--skip", nargs="*", default=[], choices=("banded", "search", "kill"))
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -155,15 +159,16 @@ def main() -> None:
         report["banded"] = {"noise_normalized": json.loads((out / "metrics.json").read_text())["subj01"]["noise_normalized"],
                             "seconds": round(wall, 1)}
     if "search" not in a.skip:
-        out = a.work / f"search_{a.scope}_{a.trials}"
+        out = a.work / f"search_{a.scope}_{a.trials}_{'-'.join(a.estimators or ['all'])}_pool{a.pool_size}"
         wall = _run(["search", "--data", a.data, *COMMON, "--layers", *LAYERS, "--trials", str(a.trials),
                      "--scope", a.scope, "--jobs", str(a.jobs), "--out", str(out), "--n-components", str(a.n_components),
+                     "--pool-size", str(a.pool_size), *(["--estimators", *a.estimators] if a.estimators else []),
                      *(["--timeout", str(a.timeout)] if a.timeout else [])])
         from core.runs import artifacts
 
         summary = artifacts.read_metrics(out)["subj01"]
         report["search"] = {"cv_noise_normalized": summary["noise_normalized"], "seconds": round(wall, 1),
-                            "holdout_noise_normalized": round(holdout_score(a.data, out, a.scope, a.n_components), 3),
+                            "holdout_noise_normalized": round(holdout_score(a.data, out, a.scope, a.n_components, a.pool_size), 3),
                             "chosen": summary["scopes"], **overhead(out, a.jobs)}
         if "banded" in report:
             report["gain_points"] = round(report["search"]["holdout_noise_normalized"]

@@ -137,7 +137,7 @@ class _nothing:
 def test_search_run_kind_and_scopes(demo_root):
     cfg = {"data": str(demo_root), "subjects": [1], "layers": ["features.6"], "trials": 2, "resolution": 64}
     checked = kinds.check_config("search", cfg)
-    assert checked["estimators"] == ["ridge", "pls", "elasticnet"]  # banded needs two layers
+    assert checked["estimators"] == ["ridge", "kernel", "pls", "elasticnet"]  # banded needs two layers
     assert checked["n_components"] == 119  # one PCA of at most n_train - 1 components
     from core.algonauts2023.dataset import open_dataset
 
