@@ -16,6 +16,11 @@ With ``K_tr = U diag(s) U'``, ``E = U' Y_tr`` and ``A = K_val,tr U``, the valida
 for alpha is ``A diag(1 / (s + alpha)) E``: per alpha one ``n_val x n_train`` matmul per chunk of
 vertices. The fitted model keeps the dual coefficients and the standardised training features;
 ``coef_`` (primal weights on raw features) is computed on demand.
+
+``MultipleKernelRidgeCV`` is banded ridge in the same dual form: a weighted sum of one kernel per
+feature space (layer), the weights fixed (one row: a search samples them per ROI) or chosen per
+vertex among candidate rows; ``fold_scores`` / ``cv_scores`` are the one-eigendecomposition-per-fold
+CV both estimators (and the search's trials) run.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ _CHUNK_BYTES = 256 << 20
 KERNEL_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 15))
 
 
-class _Kernels:
+class LinearKernels:
     """Per-space Gram matrices of the (shifted) rows, and the centred, scaled kernels of any split."""
 
     def __init__(self, X: np.ndarray, spaces: np.ndarray, standardize: str):
@@ -119,11 +124,11 @@ def _val_r(pred: np.ndarray, yv: np.ndarray) -> np.ndarray:
     return np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), -1.0, 1.0)
 
 
-def fold_scores(kern: _Kernels, tr: np.ndarray, va: np.ndarray, Y: np.ndarray, alphas: np.ndarray,
+def fold_scores(kern: LinearKernels, tr: np.ndarray, va: np.ndarray, Y: np.ndarray, alphas: np.ndarray,
                 weights: np.ndarray | None = None) -> np.ndarray:
     """Validation r of every alpha on one fold, ``(n_alphas, n_vertices)``: one eigendecomposition.
 
-    ``tr``, ``va``: rows of ``kern`` and ``Y``; ``weights``: a multiple kernel (see ``_Kernels.pair``).
+    ``tr``, ``va``: rows of ``kern`` and ``Y``; ``weights``: a multiple kernel (see ``LinearKernels.pair``).
     """
     K, Kv = kern.pair(tr, va, weights)
     s, U = np.linalg.eigh(K)
@@ -142,7 +147,7 @@ def fold_scores(kern: _Kernels, tr: np.ndarray, va: np.ndarray, Y: np.ndarray, a
     return out
 
 
-def cv_scores(kern: _Kernels, folds: list[tuple[np.ndarray, np.ndarray]], Y: np.ndarray, alphas: np.ndarray,
+def cv_scores(kern: LinearKernels, folds: list[tuple[np.ndarray, np.ndarray]], Y: np.ndarray, alphas: np.ndarray,
               weights: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
     """Mean validation r of every alpha over ``folds``, ``(n_alphas, n_vertices)``."""
     total = np.zeros((len(alphas), Y.shape[1]), np.float32)
@@ -152,7 +157,7 @@ def cv_scores(kern: _Kernels, folds: list[tuple[np.ndarray, np.ndarray]], Y: np.
     return total / len(folds)
 
 
-def _dual(kern: _Kernels, rows: np.ndarray, Y: np.ndarray, alphas_t: np.ndarray,
+def _dual(kern: LinearKernels, rows: np.ndarray, Y: np.ndarray, alphas_t: np.ndarray,
           weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Dual coefficients ``(len(rows), n_vertices)`` and intercepts, each vertex with its alpha (float64 solve)."""
     K, _ = kern.pair(rows, None, weights)
@@ -185,8 +190,8 @@ class KernelRidgeCV(RidgeCV):
         with get_backend(self.backend).compute_threads():
             return self._fit_impl(X, Y, holdout, progress)
 
-    def _kernels(self, X: np.ndarray) -> _Kernels:
-        return _Kernels(X, space_labels(self.space_sizes, X.shape[1]), check_standardize(self.standardize))
+    def _kernels(self, X: np.ndarray) -> LinearKernels:
+        return LinearKernels(X, space_labels(self.space_sizes, X.shape[1]), check_standardize(self.standardize))
 
     def _fit_impl(self, X, Y, holdout, progress):
         t = Y.shape[1]
@@ -208,7 +213,7 @@ class KernelRidgeCV(RidgeCV):
         report(progress, 1.0, "refit")
         return res
 
-    def _solve(self, kern: _Kernels, rows: np.ndarray, Y: np.ndarray) -> None:
+    def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
         """Dual coefficients on ``rows`` with each vertex's alpha; keeps what ``predict`` needs."""
         m, sd = kern.stats(rows)
         self.dual_coef_, self.intercept_ = _dual(kern, rows, Y, self.best_alphas_.astype(np.float64))
@@ -310,7 +315,7 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         gammas = self.candidate_weights(len(sizes))
         fit_rows, hold = split_rows(X.shape[0], holdout)
         folds = [(fit_rows[tr], fit_rows[va]) for tr, va in resolve_cv(self.cv, len(fit_rows), self.seed)]
-        kern = _Kernels(X, space_labels(sizes, X.shape[1]), "space")
+        kern = LinearKernels(X, space_labels(sizes, X.shape[1]), "space")
         best_r = np.full(t, -np.inf, np.float32)
         best_a = np.zeros(t, np.float32)
         best_g = np.zeros(t, np.int64)
@@ -335,7 +340,7 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         report(progress, 1.0, "refit")
         return res
 
-    def _solve(self, kern: _Kernels, rows: np.ndarray, Y: np.ndarray) -> None:
+    def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
         """Per used candidate: dual coefficients of its vertices; ``X_fit_`` holds the unit-weight features."""
         ones = np.ones(len(self.sizes_))
         m, sd = kern.stats(rows, ones)
@@ -381,6 +386,6 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         self._check_fitted()
         X, _ = self._prepare_X(X, fitted=True)
         Y = np.asarray(Y) if not isinstance(Y, np.ndarray) else Y
-        kern = _Kernels(X, space_labels(self.sizes_, X.shape[1]), "space")
+        kern = LinearKernels(X, space_labels(self.sizes_, X.shape[1]), "space")
         self._solve(kern, np.arange(X.shape[0]), Y if Y.ndim == 2 else Y[:, None])
         return self

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from core.encoding.fitting import make_estimator
-from core.encoding.kernel import KERNEL_ALPHAS, MultipleKernelRidgeCV, _Kernels, fold_scores
+from core.encoding.kernel import KERNEL_ALPHAS, MultipleKernelRidgeCV, LinearKernels, fold_scores
 from core.encoding.metrics import noise_normalized_score, pearson_r
 from core.encoding.solvers import space_labels
 from core.features.extraction import FeatureEntry
@@ -48,7 +48,7 @@ class Bank:
     layers: list[str]
     train: dict[tuple[str, str], np.ndarray]
     test: dict[tuple[str, str], np.ndarray]
-    _kernels: dict[str, _Kernels] = field(default_factory=dict, repr=False)
+    _kernels: dict[str, LinearKernels] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, paths: dict[str, dict[str, str]]) -> "Bank":
@@ -78,12 +78,12 @@ class Bank:
     def max_components(self) -> int:
         return min(x.shape[1] for (r, _), x in self.train.items() if r.split("@")[0] == "pca")
 
-    def kernels(self, reduction: str) -> _Kernels:
+    def kernels(self, reduction: str) -> LinearKernels:
         """Every layer's Gram matrix on the training images (one space per layer), computed once."""
         if reduction not in self._kernels:
             X = np.concatenate([self.train[reduction, layer] for layer in self.layers], axis=1)
             sizes = [self.train[reduction, layer].shape[1] for layer in self.layers]
-            self._kernels[reduction] = _Kernels(X, space_labels(sizes, X.shape[1]), "space")
+            self._kernels[reduction] = LinearKernels(X, space_labels(sizes, X.shape[1]), "space")
         return self._kernels[reduction]
 
     def design(self, params: dict, split: str) -> np.ndarray | list[np.ndarray]:
