@@ -206,22 +206,31 @@ class KernelRidgeCV(RidgeCV):
         self.best_alphas_ = alphas[best].astype(np.float32)
         self.cv_r_ = scores[best, np.arange(t)]
         res = FitResult(None, None, best_alpha=self.best_alphas_, best_score=self.cv_r_, scores_by_alpha=scores)
+        return self._validate_and_refit(kern, X, Y, fit_rows, hold, res, progress)
+
+    def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
+        """Dual coefficients on ``rows`` with each vertex's alpha; keeps what ``predict`` needs."""
+        m, sd = kern.stats(rows)
+        self.dual_coef_, self.intercept_ = _dual(kern, rows, Y, self.best_alphas_.astype(np.float64))
+        self._keep_rows(kern, rows, m, sd)
+
+    def _keep_rows(self, kern: LinearKernels, rows: np.ndarray, m: np.ndarray, sd: np.ndarray) -> None:
+        """The standardised training rows and their standardisation, for ``predict`` and ``coef_``."""
+        self.X_fit_ = ((kern.X[rows] - m) / sd).astype(np.float32)
+        self.x_offset_ = kern.shift + m
+        self.x_scale_ = sd
+        self.n_features_in_ = kern.X.shape[1]
+        self.y_ndim_ = 2  # as fitted here; ``_finish`` records how Y was given
+
+    def _validate_and_refit(self, kern: LinearKernels, X: np.ndarray, Y: np.ndarray, fit_rows: np.ndarray,
+                            hold: np.ndarray | None, res: FitResult, progress: Progress | None) -> FitResult:
+        """r on the held-out rows (of the model fitted without them), then the refit on every row."""
         if hold is not None:
             self._solve(kern, fit_rows, Y)
             res.val_r = self.score(X[hold], Y[hold]).astype(np.float32)
         self._solve(kern, np.arange(X.shape[0]), Y)
         report(progress, 1.0, "refit")
         return res
-
-    def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
-        """Dual coefficients on ``rows`` with each vertex's alpha; keeps what ``predict`` needs."""
-        m, sd = kern.stats(rows)
-        self.dual_coef_, self.intercept_ = _dual(kern, rows, Y, self.best_alphas_.astype(np.float64))
-        self.X_fit_ = ((kern.X[rows] - m) / sd).astype(np.float32)
-        self.x_offset_ = kern.shift + m
-        self.x_scale_ = sd
-        self.n_features_in_ = kern.X.shape[1]
-        self.y_ndim_ = 2  # as fitted here; ``_finish`` records how Y was given
 
     # -- using a fitted model ------------------------------------------------------------------------
     def _finish(self, res: FitResult, squeeze: bool) -> None:
@@ -333,12 +342,7 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         self.best_alphas_ = best_a
         self.cv_r_ = best_r
         res = FitResult(None, None, best_alpha=best_a, best_score=best_r)
-        if hold is not None:
-            self._solve(kern, fit_rows, Y)
-            res.val_r = self.score(X[hold], Y[hold]).astype(np.float32)
-        self._solve(kern, np.arange(X.shape[0]), Y)
-        report(progress, 1.0, "refit")
-        return res
+        return self._validate_and_refit(kern, X, Y, fit_rows, hold, res, progress)
 
     def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
         """Per used candidate: dual coefficients of its vertices; ``X_fit_`` holds the unit-weight features."""
@@ -351,11 +355,7 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
             idx = np.flatnonzero(self.best_weight_index_ == g)
             d, b = _dual(kern, rows, Y[:, idx], self.best_alphas_[idx].astype(np.float64), self.kernel_weights_[g])
             self.dual_coef_[:, idx], self.intercept_[idx] = d, b
-        self.X_fit_ = ((kern.X[rows] - m) / sd).astype(np.float32)
-        self.x_offset_ = kern.shift + m
-        self.x_scale_ = sd
-        self.n_features_in_ = kern.X.shape[1]
-        self.y_ndim_ = 2
+        self._keep_rows(kern, rows, m, sd)
 
     def _feature_weights(self, g: int) -> np.ndarray:
         return self.kernel_weights_[g][space_labels(self.sizes_, self.n_features_in_)].astype(np.float32)
