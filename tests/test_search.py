@@ -174,6 +174,15 @@ def _view_app(run_dir: str, data: str) -> None:
     live_view(SimpleNamespace(dir=Path(run_dir), config={"scope": "class"}), open_dataset(data, [1]).subject(1))
 
 
+def _details_app(run_dir: str, data: str) -> None:
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ui.search_view import details
+
+    details(SimpleNamespace(id=1, dir=Path(run_dir), config={"data": data, "subjects": [1], "scope": "roi"}))
+
+
 def test_live_view_of_a_search(demo_root, tmp_path):
     from streamlit.testing.v1 import AppTest
 
@@ -236,6 +245,13 @@ def test_search_on_the_2021_layout(demo2021_root, env, tmp_path):
     summary = artifacts.read_metrics(out)
     assert set(summary["sub01"]["noise_normalized"]) == {"mini_track", "full_track"}
     assert summary["submissions"] == {"mini_track": "mini_track.zip", "full_track": "full_track.zip"}
+    # the run's live view: the tracks' scopes, the winning layer as voxel counts per track
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_details_app, args=(str(out), str(demo2021_root)), default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert set(at.dataframe[0].value["scope"]) == {r["scope"] for r in rows}
+    assert list(at.dataframe[-1].value.columns) == ["mini_track", "full_track"]
     # the run kind takes the same settings; a 2023-only scope is refused in one line
     cfg = {"data": str(demo2021_root), "subjects": [1], "layers": ["features.6"], "trials": 2, "frames": [4, 2]}
     assert kinds.check_config("search", cfg)["frames"] == [2, 4]
