@@ -109,10 +109,8 @@ class SearchConfig(FeatureConfig):
         frames = sorted({int(f) for f in self.frames})
         if not frames:
             raise UserError("no frame counts to search (--frames)")
-        ds = layout.dataset
-        extraction = check_request(ds, list(TRACKS_2021), "ridge", cfg.extraction(), frames[0], 0.1)
-        for f in frames[1:]:
-            check_request(ds, list(TRACKS_2021), "ridge", cfg.extraction(), f, 0.1)
+        ds = layout.dataset  # the 2021 pipeline's checks (tracks' data, layers, PCA size), each frame count
+        extraction = [check_request(ds, list(TRACKS_2021), "ridge", cfg.extraction(), f, 0.1) for f in frames][0]
         if self.device == "cuda":
             from core.features.extraction import pick_device
 
