@@ -1,20 +1,31 @@
 """Search benchmark (run by hand): score vs banded ridge, search overhead, SIGKILL and resume.
 
-    python benchmarks/bench_search.py --data DEMO [--trials 30] [--scope hemisphere] [--jobs 2] \\
-        [--work DIR] [--kill-trials 6]
+    python benchmarks/bench_search.py --data DEMO [--trials 30] [--scope class] [--jobs 2] \\
+        [--estimators kernel] [--pool-size 7] [--work DIR] [--kill-trials 6]
 
 On the demo (``python -m core demo``), MobileNetV2 ``features.6 features.10 features.17``:
 
 1. ``pipeline --estimator banded`` on the three layers (PCA-100 each): its noise-normalised score
    on the pipeline's seeded 10% held-out images.
-2. ``search`` with ``--trials`` per scope: each scope's chosen configuration is refit on the same
-   90% of the training images and scored on the same held-out 10% (the search itself saw all training
-   images, through K-fold CV: the configurations were selected with those rows in, the fits were not).
+2. ``search`` with ``--trials`` per scope (by default what won on the demo: the multiple-kernel
+   estimator on whole layers, full PCA or 7 x 7 pooling, one study per ROI class): each scope's
+   chosen configuration is refit on the same 90% of the training images and scored on the same
+   held-out 10% (the search itself saw all training images, through K-fold CV: the configurations
+   were selected with those rows in, the fits were not).
 3. Overhead: ``1 - sum(trial fit seconds) / (jobs x search wall time)`` (the search phase), and the same
    against the command's whole wall time (extraction from a warm cache, studies, assembly, zip).
 4. SIGKILL: a search is started, killed (its whole process group) after ``--kill-trials`` finished
    trials, and run again; reports trials finished before the kill that survived, trials lost (the ones
    running at the kill) and that the rerun completes the budget.
+
+On an Algonauts 2021 dataset (``python -m core demo2021``; detected from its folders) it compares
+instead, on the pipeline's held-out 10% of the clips and every subject: the devkit-2021 recipe
+(``pipeline --frames 16 --reduction pca --n-components 100 --estimator ols``, each layer alone)
+against ``search --frames ...`` (scopes: the mini-track ROIs and the whole brain), as the mini
+track's mean r (mean over ROIs of the ROI's mean r)::
+
+    python benchmarks/bench_search.py --data DEMO2021 --trials 30 --resolution 128 \\
+        --estimators ridge kernel pls [--frames 4 8 16]
 
 Prints one JSON object; machine load (``uptime``) is included.
 """
@@ -45,33 +56,92 @@ def _run(args: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def holdout_score(data: str, out: Path, scope: str, n_components: int, folds_seed: int = 0) -> float:
-    """The search's chosen configurations refit on the pipeline's 90% and scored on its held-out 10%."""
-    from core.algonauts2023.dataset import HEMIS, open_dataset
-    from core.encoding.metrics import noise_normalized_score, pearson_r
+def holdout_r(cfg, out: Path, number: int, folds_seed: int = 0) -> tuple[object, dict[str, np.ndarray]]:
+    """The search's chosen configurations refit on the pipeline's 90% and scored on its held-out 10%:
+    the subject and its r per part (hemisphere, track)."""
+    from core.encoding.metrics import pearson_r
     from core.encoding.splits import holdout_split
     from core.runs import artifacts
     from core.search import space, study
 
-    metrics = artifacts.read_metrics(out / "subj01")
-    cfg = study.SearchConfig(data=data, subjects=[1], model="mobilenet_v2", weights="imagenet-offline",
-                             layers=LAYERS, device="cpu", scope=scope, n_components=n_components).checked()
-    subject = open_dataset(data, [1]).subject(1)
+    layout = study.layout_of(cfg.data, [number])
+    subject = layout.subject(number)
+    metrics = artifacts.read_metrics(out / subject.name)
     fit, val = holdout_split(subject.n_train, 0.1, folds_seed)
-    bank = space.Bank.open(study._extract(cfg, subject, None, None, {}))
-    rs, ncs = [], []
-    for hemi in HEMIS:
-        Y = np.asarray(subject.fmri(hemi), dtype=np.float32)
+    bank = space.Bank.open(study.bank_sources(cfg, layout, subject))
+    out_r = {}
+    for part in subject.parts:
+        Y = np.asarray(subject.responses(part), dtype=np.float32)
         r = np.full(Y.shape[1], np.nan)
-        scopes = {f"subj01/{s.name}": s for s in study.scopes(subject, cfg.scope) if s.hemi == hemi}
+        scopes = {study.study_name(subject, s): s for s in study.scopes(subject, cfg.scope) if s.part == part}
         for name in sorted((n for n in metrics["search"] if n in scopes), key=lambda n: -int(scopes[n].mask.sum())):
             params, mask = metrics["search"][name]["params"], scopes[name].mask
             X = bank.design(params, "train")
             est = space.estimator(params, X, len(fit), cfg.backend, cfg.seed).fit(space.rows(X, fit), Y[fit][:, mask])
             r[mask] = pearson_r(Y[val][:, mask], est.predict(space.rows(X, val)))
-        rs.append(r)
-        ncs.append(subject.noise_ceiling(hemi))
-    return noise_normalized_score(np.nan_to_num(np.concatenate(rs)), np.concatenate(ncs))
+        out_r[part] = r
+    return subject, out_r
+
+
+def holdout_score(data: str, out: Path, scope: str, n_components: int, pool_size: int = 0) -> float:
+    """2023: the noise-normalised score of :func:`holdout_r` (subject 1)."""
+    from core.encoding.metrics import noise_normalized_score
+    from core.search import study
+
+    cfg = study.SearchConfig(data=data, subjects=[1], model="mobilenet_v2", weights="imagenet-offline",
+                             layers=LAYERS, device="cpu", scope=scope, n_components=n_components,
+                             pool_size=pool_size).checked()
+    subject, rs = holdout_r(cfg, out, 1)
+    r = np.concatenate([rs[h] for h in subject.parts])
+    nc = np.concatenate([subject.noise_ceiling(h) for h in subject.parts])
+    return noise_normalized_score(np.nan_to_num(r), nc)
+
+
+def mini_track_mean_r(subject, r: np.ndarray) -> float:
+    """The mean over the mini-track ROIs of each ROI's mean r (the 2021 mini track's averaging)."""
+    return float(np.mean([np.nanmean(v) for v in subject.split("mini_track", r).values()]))
+
+
+def bench_2021(a) -> dict:
+    """Devkit-2021 recipe (``--frames 16``, PCA-100, OLS, one layer; each layer) vs the search, on the
+    pipeline's held-out 10% of the clips, every subject of ``--data``."""
+    from core.algonauts2021.dataset import open_dataset2021
+    from core.algonauts2021.pipeline import run_pipeline_2021
+    from core.runs import artifacts
+    from core.search import study
+
+    ds = open_dataset2021(a.data)
+    subjects = [str(s) for s in ds.subjects]
+    common = ["--subjects", *subjects, "--model", "mobilenet_v2", "--weights", "imagenet-offline", "--device", "cpu",
+              "--quiet", "--resolution", str(a.resolution)]
+    views = {s: study.layout_of(a.data, [s]).subject(s) for s in ds.subjects}
+    report: dict = {"devkit": {}}
+    for layer in LAYERS:  # in this process: the CLI keeps only the zips and the summary, not the subjects' r
+        out = a.work / f"devkit2021_{layer}"
+        t0 = time.perf_counter()
+        run_pipeline_2021(a.data, None, "mobilenet_v2", "imagenet-offline", [layer], out, device="cpu",
+                          estimator="ols", n_frames=16, resolution=a.resolution, n_components=100)
+        wall = time.perf_counter() - t0
+        per = {views[s].name: mini_track_mean_r(views[s], artifacts.read_part(out / views[s].name, "mini_track", "val_r"))
+               for s in ds.subjects}
+        report["devkit"][layer] = {"mini_mean_r": round(float(np.mean(list(per.values()))), 4), "per_subject": per,
+                                   "seconds": round(wall, 1)}
+    out = a.work / f"search2021_{a.trials}_{'-'.join(a.estimators or ['all'])}"
+    wall = _run(["search", "--data", a.data, *common, "--layers", *LAYERS, "--trials", str(a.trials),
+                 "--jobs", str(a.jobs), "--out", str(out), "--frames", *map(str, a.frames),
+                 *(["--estimators", *a.estimators] if a.estimators else [])])
+    cfg = study.SearchConfig(data=a.data, subjects=list(ds.subjects), model="mobilenet_v2",
+                             weights="imagenet-offline", layers=LAYERS, device="cpu", resolution=a.resolution,
+                             frames=list(a.frames)).checked()
+    per = {}
+    for s in ds.subjects:
+        subject, rs = holdout_r(cfg, out, s)
+        per[subject.name] = mini_track_mean_r(subject, rs["mini_track"])
+    best = max(v["mini_mean_r"] for v in report["devkit"].values())
+    report["search"] = {"mini_mean_r": round(float(np.mean(list(per.values()))), 4), "per_subject": per,
+                        "seconds": round(wall, 1), **overhead(out, a.jobs)}
+    report["gain_vs_best_devkit_layer"] = round(report["search"]["mini_mean_r"] - best, 4)
+    return report
 
 
 def overhead(out: Path, jobs: int) -> dict:
@@ -138,16 +208,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--trials", type=int, default=30)
-    ap.add_argument("--scope", default="hemisphere")
+    ap.add_argument("--scope", default="class")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_search"))
     ap.add_argument("--kill-trials", type=int, default=6)
     ap.add_argument("--n-components", type=int, default=1000, help="the search's PCA size (trials use its first k)")
     ap.add_argument("--timeout", type=float, default=None, help="the search's time limit (s)")
+    ap.add_argument("--pool-size", type=int, default=7, help="the search's pooling candidate (0: none; default 7)")
+    ap.add_argument("--estimators", nargs="+", default=["kernel"], help="the search's estimators (default: kernel)")
     ap.add_argument("--skip", nargs="*", default=[], choices=("banded", "search", "kill"))
+    ap.add_argument("--frames", type=int, nargs="+", default=[4, 8, 16], help="2021 videos: the search's frame counts")
+    ap.add_argument("--resolution", type=int, default=224, help="2021 videos: frame side for both (default 224)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     report: dict = {"uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
+    from core.algonauts2021.dataset import is_2021_layout
+
+    if is_2021_layout(a.data):
+        report.update(bench_2021(a))
+        report["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        print(json.dumps(report, indent=2))
+        return
     if "banded" not in a.skip:
         out = a.work / "banded"
         wall = _run(["pipeline", "--data", a.data, *COMMON, "--layers", *LAYERS, "--estimator", "banded",
@@ -155,15 +236,16 @@ def main() -> None:
         report["banded"] = {"noise_normalized": json.loads((out / "metrics.json").read_text())["subj01"]["noise_normalized"],
                             "seconds": round(wall, 1)}
     if "search" not in a.skip:
-        out = a.work / f"search_{a.scope}_{a.trials}"
+        out = a.work / f"search_{a.scope}_{a.trials}_{'-'.join(a.estimators or ['all'])}_pool{a.pool_size}"
         wall = _run(["search", "--data", a.data, *COMMON, "--layers", *LAYERS, "--trials", str(a.trials),
                      "--scope", a.scope, "--jobs", str(a.jobs), "--out", str(out), "--n-components", str(a.n_components),
+                     "--pool-size", str(a.pool_size), *(["--estimators", *a.estimators] if a.estimators else []),
                      *(["--timeout", str(a.timeout)] if a.timeout else [])])
         from core.runs import artifacts
 
         summary = artifacts.read_metrics(out)["subj01"]
         report["search"] = {"cv_noise_normalized": summary["noise_normalized"], "seconds": round(wall, 1),
-                            "holdout_noise_normalized": round(holdout_score(a.data, out, a.scope, a.n_components), 3),
+                            "holdout_noise_normalized": round(holdout_score(a.data, out, a.scope, a.n_components, a.pool_size), 3),
                             "chosen": summary["scopes"], **overhead(out, a.jobs)}
         if "banded" in report:
             report["gain_points"] = round(report["search"]["holdout_noise_normalized"]

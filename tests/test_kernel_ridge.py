@@ -7,7 +7,7 @@ import pytest
 
 from core.encoding.estimators import RidgeCV
 from core.encoding.fitting import make_estimator
-from core.encoding.kernel import KernelRidgeCV
+from core.encoding.kernel import KernelRidgeCV, MultipleKernelRidgeCV
 from core.encoding.pls_elasticnet import PLS, ElasticNet
 from core.util.errors import UserError
 
@@ -66,3 +66,42 @@ def test_pls_and_elasticnet_match_sklearn():
     assert r.shape == (3,) and np.all(np.isfinite(r))
     with pytest.raises(UserError):
         PLS(500).fit(X, Y)
+
+
+def _bands(n=90, t=16, seed=0):
+    """Two bands: the first half of the vertices is driven by band 1, the second by band 2."""
+    rng = np.random.default_rng(seed)
+    X1 = (rng.standard_normal((n, 30)) * 3 + 1).astype(np.float32)
+    X2 = rng.standard_normal((n, 150)).astype(np.float32)
+    Y = np.concatenate([X1[:, :4] @ rng.standard_normal((4, t // 2)), X2[:, :4] @ rng.standard_normal((4, t // 2))], 1)
+    return X1, X2, (Y + 2 * rng.standard_normal(Y.shape)).astype(np.float32)
+
+
+def test_multiple_kernel_fixed_weights_is_ridge_on_weighted_bands():
+    X1, X2, Y = _bands()
+    w = np.array([2.0, 0.5])
+    m = MultipleKernelRidgeCV(kernel_weights=[w], backend="numpy").fit([X1, X2], Y)
+
+    def band(X, weight):  # standardised as one space, unit total variance, times the weight
+        Xc = X - X.mean(0)
+        return Xc / np.sqrt(Xc.var(0).mean() * X.shape[1]) * np.sqrt(weight)
+
+    Z = np.concatenate([band(X1, w[0]), band(X2, w[1])], 1).astype(np.float64)
+    Yc = Y - Y.mean(0)
+    explicit = np.stack([Z @ np.linalg.solve(Z.T @ Z + a * np.eye(Z.shape[1]), Z.T @ Yc[:, j])
+                         for j, a in enumerate(m.best_alphas_)], 1) + Y.mean(0)
+    np.testing.assert_allclose(m.predict([X1, X2]), explicit, atol=1e-3 * np.abs(explicit).max())
+    X = np.concatenate([X1, X2], 1)
+    np.testing.assert_allclose((X - m.x_offset_) @ m.coef_ + m.intercept_, m.predict(X), atol=1e-3)
+    with pytest.raises(UserError):
+        MultipleKernelRidgeCV(kernel_weights=[[1.0, 0.0]]).fit([X1, X2], Y)
+
+
+def test_multiple_kernel_picks_each_vertex_its_band():
+    X1, X2, Y = _bands(seed=2)
+    m = make_estimator("multiple_kernel", space_sizes=[30, 150], backend="numpy")
+    assert isinstance(m, MultipleKernelRidgeCV)
+    r = m.fit_holdout(np.concatenate([X1, X2], 1), Y, np.arange(0, 90, 6))
+    w = m.best_kernel_weights_  # bands x vertices
+    assert (w[0, :8] > w[1, :8]).mean() >= 0.75 and (w[1, 8:] > w[0, 8:]).mean() >= 0.75
+    assert np.median(r) > 0.5 and m.predict([X1[:3], X2[:3]]).shape == (3, 16)

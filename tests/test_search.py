@@ -11,6 +11,7 @@ import pytest
 from core.cli import main
 from core.runs import artifacts, kinds
 from core.search import space, study
+from core.util.errors import UserError
 
 BASE = ["--model", "mobilenet_v2", "--weights", "imagenet-offline", "--layers", "features.3", "features.6",
         "--device", "cpu", "--resolution", "64", "--n-components", "20", "--folds", "3", "--quiet"]
@@ -83,6 +84,12 @@ def test_trials_are_cv_fits_on_bank_slices_and_get_pruned():
     bad = space.cross_validate({"estimator": "ridge", "layer": "b", "n_components": 30}, bank, Y, splits, None,
                                "numpy", 0)
     assert good.score > 0.5 > bad.score and good.r.shape == (8,) and good.fit_seconds > 0
+    # the multiple kernel: whole layers, one weight each; weighting the informative layer scores better
+    on_a = space.cross_validate({"estimator": "kernel", "reduction": "pca", "kernel_weights": [1.0, 1e-3]}, bank, Y,
+                                splits, None, "numpy", 0)
+    on_b = space.cross_validate({"estimator": "kernel", "reduction": "pca", "kernel_weights": [1e-3, 1.0]}, bank, Y,
+                                splits, None, "numpy", 0)
+    assert on_a.score > 0.5 > on_b.score and on_a.folds == 3
     # Optuna drives it: every estimator is tried, and a pruner may stop a trial after its first fold
     s = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1),
                             pruner=optuna.pruners.ThresholdPruner(lower=0.3))
@@ -137,7 +144,7 @@ class _nothing:
 def test_search_run_kind_and_scopes(demo_root):
     cfg = {"data": str(demo_root), "subjects": [1], "layers": ["features.6"], "trials": 2, "resolution": 64}
     checked = kinds.check_config("search", cfg)
-    assert checked["estimators"] == ["ridge", "pls", "elasticnet"]  # banded needs two layers
+    assert checked["estimators"] == ["ridge", "kernel", "pls", "elasticnet"]  # banded needs two layers
     assert checked["n_components"] == 119  # one PCA of at most n_train - 1 components
     from core.algonauts2023.dataset import open_dataset
 
@@ -165,6 +172,15 @@ def _view_app(run_dir: str, data: str) -> None:
     from ui.search_view import live_view
 
     live_view(SimpleNamespace(dir=Path(run_dir), config={"scope": "class"}), open_dataset(data, [1]).subject(1))
+
+
+def _details_app(run_dir: str, data: str) -> None:
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ui.search_view import details
+
+    details(SimpleNamespace(id=1, dir=Path(run_dir), config={"data": data, "subjects": [1], "scope": "roi"}))
 
 
 def test_live_view_of_a_search(demo_root, tmp_path):
@@ -207,3 +223,37 @@ def test_runs_page_offers_the_search_kind(demo_root, monkeypatch, tmp_path):
     at.multiselect(key="runs_search_estimators").set_value([]).run()
     assert at.button(key="runs_launch").disabled  # nothing can be queued without an estimator
     assert any("at least one layer and one estimator" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_search_on_the_2021_layout(demo2021_root, env, tmp_path):
+    """Videos: scopes are the mini-track ROIs and the whole brain, frames are searched, both track zips written."""
+    from core.algonauts2021.dataset import open_dataset2021
+    from core.algonauts2021.submission import validate_submission2021
+
+    out = tmp_path / "out"
+    argv = ["search", "--data", str(demo2021_root), "--subjects", "1", "--out", str(out), "--trials", "2",
+            "--frames", "2", "4", "--estimators", "ridge", "kernel", *BASE]
+    assert main(argv) == 0
+    rows = artifacts.read_trials(out)
+    ds = open_dataset2021(demo2021_root)
+    rois = ds.subject(1).rois("mini_track")
+    assert {r["scope"] for r in rows} == {"full_track", *(f"mini_track/{roi}" for roi in rois)}
+    assert {r["frames"] for r in rows} <= {2, 4} and all(r["state"] != "FAIL" for r in rows)
+    for track in ("mini_track", "full_track"):
+        validate_submission2021(out / f"{track}.zip", ds, subjects=[1])
+    summary = artifacts.read_metrics(out)
+    assert set(summary["sub01"]["noise_normalized"]) == {"mini_track", "full_track"}
+    assert summary["submissions"] == {"mini_track": "mini_track.zip", "full_track": "full_track.zip"}
+    # the run's live view: the tracks' scopes, the winning layer as voxel counts per track
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_details_app, args=(str(out), str(demo2021_root)), default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert set(at.dataframe[0].value["scope"]) == {r["scope"] for r in rows}
+    assert list(at.dataframe[-1].value.columns) == ["mini_track", "full_track"]
+    # the run kind takes the same settings; a 2023-only scope is refused in one line
+    cfg = {"data": str(demo2021_root), "subjects": [1], "layers": ["features.6"], "trials": 2, "frames": [4, 2]}
+    assert kinds.check_config("search", cfg)["frames"] == [2, 4]
+    with pytest.raises(UserError, match="scope 'class' does not apply"):
+        kinds.check_config("search", {**cfg, "scope": "class"})

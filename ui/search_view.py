@@ -21,7 +21,9 @@ from pathlib import Path
 from core.algonauts2023.dataset import HEMI_NAMES, HEMIS
 from core.runs import artifacts
 from core.runs.store import Run
+from core.algonauts2021.dataset import is_2021_layout
 from core.search import space, study
+from core.search.layouts import layout_of
 from core.search.study import SearchConfig
 from core.util.errors import UserError
 from ui import image_runs
@@ -57,9 +59,13 @@ def form(key: str) -> Launch | None:
 
 
 def details(run: Run) -> None:
-    """The live view, on the run's own subject."""
-    ds = get_dataset(Path(run.config["data"]).expanduser())
-    live_view(run, ds.subject(run.config["subjects"][0]), key=f"search_{run.id}")
+    """The live view, on the run's own subject (a 2021 search's: its tracks)."""
+    data, number = Path(run.config["data"]).expanduser(), run.config["subjects"][0]
+    if is_2021_layout(data):
+        subject = layout_of(str(data), [number]).subject(number)
+    else:
+        subject = get_dataset(data).subject(number)
+    live_view(run, subject, key=f"search_{run.id}")
 
 
 columns = image_runs.columns
@@ -142,8 +148,11 @@ def layer_map(run: Run, subject, kind: str, url: str, key: str) -> None:
     if not labels:
         return
     st.markdown("**Which layer won where**")
-    counts = pd.DataFrame({HEMI_NAMES[h]: [int((won[h][0] == i).sum()) for i in range(len(labels))] for h in HEMIS},
-                          index=labels)
+    counts = pd.DataFrame({HEMI_NAMES.get(p, p): [int((won[p][0] == i).sum()) for i in range(len(labels))]
+                           for p in won}, index=labels)
+    if set(won) != set(HEMIS):  # 2021 tracks: voxels, no cortex surface
+        st.dataframe(counts, key=f"{key}_layer_counts")
+        return
     try:
         from core.viz import plotting, surfaces
 

@@ -45,7 +45,7 @@ from core.util import paths
 from core.util import fsaccess, safe_pickle
 from core.util.atomicdir import clean_stale, set_aside, staging_dir
 from core.util.npystream import npy_complete
-from core.algonauts2023.dataset import SubjectLookup
+from core.util.lookup import SubjectLookup
 from core.util.errors import DatasetError
 from core.util.fileio import save_npy, write_json
 from core.encoding.metrics import pearson_r

@@ -129,7 +129,7 @@ def run_pipeline_2021(
             feature_dirs.append(me.path)
     validation = Validation("holdout", val_fraction=val_fraction, seed=seed)
     backend = {None: "auto", "cpu": "numpy", "cuda": "torch_cuda"}.get(device, "auto")
-    predictions: dict[str, dict[str, dict[int, np.ndarray]]] = {t: {} for t in tracks}
+    predictions: Predictions = {}
     per_subject: dict[str, dict] = {}
     for i, subj in enumerate(dataset):
         view = TrackSubject(subj, tuple(tracks))
@@ -137,19 +137,11 @@ def run_pipeline_2021(
         with timed(timings, "encode", log):
             result = fit_subject(view, feature_dirs, estimator,
                                  validation=validation, backend=backend, progress=step)
-        add_leaderboard_scores(result, view)
-        artifacts.write_subject(out / subj.name, result.arrays(), result.info)
-        artifacts.write_roi_table(out / subj.name, _roi_rows(result))
-        per_subject[subj.name] = summarise(result)
-        for track in tracks:
-            for roi, pred in view.split(track, result.parts[track].test_pred).items():
-                predictions[track].setdefault(roi, {})[subj.number] = pred
+        per_subject[subj.name] = write_subject_result(out, view, result, predictions)
     with timed(timings, "submission", log):
-        for track in tracks:
-            build_submission2021(artifacts.submission_file(out, zip_name(track)), track, predictions[track], dataset)
+        write_submissions(out, predictions, dataset)
     metrics = {
-        "dataset": {"kind": "algonauts2021", "root": str(dataset.root), "n_train": dataset.n_train,
-                    "n_test": dataset.n_test, "subjects": [s.name for s in dataset]},
+        "dataset": dataset_summary(dataset),
         **per_subject,
         "submissions": {t: zip_name(t) for t in tracks},
         "features": [str(p) for p in feature_dirs],
@@ -158,6 +150,33 @@ def run_pipeline_2021(
     artifacts.write_summary(out, metrics)
     report(progress, 1.0, "done")
     return metrics
+
+
+Predictions = dict[str, dict[str, dict[int, np.ndarray]]]  # track -> ROI -> subject number -> test predictions
+
+
+def write_subject_result(out: Path, view: TrackSubject, result: SubjectResult, predictions: Predictions) -> dict:
+    """One subject's result folder (arrays, details, ``roi_r.csv``), its test predictions added to
+    ``predictions`` for the submissions; returns its ``metrics.json`` entry (:func:`summarise`)."""
+    add_leaderboard_scores(result, view)
+    artifacts.write_subject(out / view.name, result.arrays(), result.info)
+    artifacts.write_roi_table(out / view.name, _roi_rows(result))
+    for track in result.parts:
+        for roi, pred in view.split(track, result.parts[track].test_pred).items():
+            predictions.setdefault(track, {}).setdefault(roi, {})[view.subject.number] = pred
+    return summarise(result)
+
+
+def write_submissions(out: Path, predictions: Predictions, dataset: Dataset2021) -> None:
+    """One validated zip per track in ``predictions`` (``mini_track.zip``, ``full_track.zip``)."""
+    for track in TRACKS:
+        if track in predictions:
+            build_submission2021(artifacts.submission_file(out, zip_name(track)), track, predictions[track], dataset)
+
+
+def dataset_summary(dataset: Dataset2021) -> dict:
+    return {"kind": "algonauts2021", "root": str(dataset.root), "n_train": dataset.n_train,
+            "n_test": dataset.n_test, "subjects": [s.name for s in dataset]}
 
 
 def run_task(ctx) -> dict:

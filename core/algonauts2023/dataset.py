@@ -23,12 +23,13 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Iterable
 
 import numpy as np
 
 from core.util import fsaccess, safe_pickle
 from core.util.errors import DatasetError
+from core.util.lookup import SubjectLookup
 from core.viz.surfaces import HEMI_NAMES, HEMIS, N_FSAVERAGE  # noqa: F401  (fsaverage's; HEMI_NAMES for the pages)
 
 ROI_CLASSES: dict[str, tuple[str, ...]] = {
@@ -44,7 +45,6 @@ _SUBJECT_DIR = re.compile(r"^subj(\d{2})$")
 _TRAIN_NAME = re.compile(r"^train-(\d{4,})_nsd-(\d{5})\.png$")
 _TEST_NAME = re.compile(r"^test-(\d{4,})_nsd-(\d{5})\.png$")
 _NAN_SCAN_BYTES = 64 << 20
-_S = TypeVar("_S")
 
 
 def roi_class_of(roi: str) -> str:
@@ -345,29 +345,6 @@ def parse_subject(value: int | str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 99:
         raise DatasetError(f"unknown subject '{value}' (use a number such as 1 or a name such as subj01)")
     return int(text)
-
-
-class SubjectLookup(Generic[_S]):
-    """A dataset's subjects by number or name; a subclass sets ``_parse_subject`` (its name -> number rule)."""
-
-    root: Path
-    _subjects: dict[int, _S]
-    _parse_subject: Callable[[int | str], int]
-
-    @property
-    def subjects(self) -> list[int]:
-        return sorted(self._subjects)
-
-    def subject(self, number: int | str) -> _S:
-        """Subject by number (``1``) or name (as the layout writes it)."""
-        n = self._parse_subject(number)
-        if n not in self._subjects:
-            have = ", ".join(str(s) for s in self.subjects)
-            raise DatasetError(f"{self.root}: unknown subject {number} (available: {have})")
-        return self._subjects[n]
-
-    def __iter__(self) -> Iterator[_S]:
-        return iter(self._subjects[n] for n in self.subjects)
 
 
 @dataclass(eq=False)

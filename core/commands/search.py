@@ -2,6 +2,7 @@
 
     python -m core search --data DIR --subjects 1 --model NAME --weights W --layers L [L ...] \\
         --trials N --out OUT [--scope roi|class|hemisphere] [--timeout S] [--jobs J] [--device cpu|cuda]
+        [--frames 4 8 16]
 
 One Optuna study per scope (each ROI, ROI class or hemisphere; the hemispheres always) over layer,
 PCA components (slices of one large PCA per layer) or pooling, and estimator (ridge with per-vertex
@@ -10,6 +11,10 @@ CV alpha, banded ridge, PLS, elastic net), scored by K-fold CV on the training i
 ``OUT/study.db``: running the same command again resumes a stopped search. Trials run in ``--jobs``
 local processes, or as Ray tasks on the cluster at ``$BES_RAY_ADDRESS``. Everything is checked
 before any work starts; on an error nothing is written to OUT.
+
+On an Algonauts 2021 (videos) dataset (detected from its folders) the scopes are the mini-track
+ROIs (V1 ... STS) and the whole brain, ``--frames`` (frames per clip) is searched too, and it
+writes ``OUT/mini_track.zip`` and ``OUT/full_track.zip`` as ``pipeline`` does.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from core.commands.pipeline import add_input_args, one_line_error
 from core.util import outdir
 from core.util.errors import UserError
 
-ESTIMATOR_CHOICES = ("ridge", "banded", "pls", "elasticnet")
+ESTIMATOR_CHOICES = ("ridge", "banded", "kernel", "pls", "elasticnet")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,11 +47,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="candidate estimators (default all)")
     p.add_argument("--n-components", type=int, default=1000,
                    help="PCA components per layer; trials use its first k (default 1000, at most images - 1)")
-    p.add_argument("--pool-size", type=int, default=0, help="also try k x k pooling of each layer (default 0: no)")
+    p.add_argument("--pool-size", type=int, default=0,
+                   help="also try k x k pooling of each layer (default 0: no; 7 with the kernel estimator did best "
+                        "on the demo)")
     p.add_argument("--folds", type=int, default=5, help="CV folds of the objective (default 5)")
     p.add_argument("--sampler", choices=("tpe", "gp"), default="tpe", help="Optuna sampler (default tpe)")
     p.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
     p.add_argument("--seed", type=int, default=0, help="seed of PCA, folds and sampler (default 0)")
+    p.add_argument("--frames", type=int, nargs="+", default=[4, 8, 16], metavar="F",
+                   help="Algonauts 2021 videos: candidate frames per clip (default 4 8 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     p.error = one_line_error  # type: ignore[method-assign]
@@ -54,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.runs.artifacts import METRICS, STUDY, SUBMISSION, TRIALS
+    from core.search.layouts import summary_line
     from core.search.study import SearchConfig, run_search
     from core.util.progress import TqdmProgress
 
@@ -65,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         layers=list(args.layers), device=args.device, resolution=args.resolution, n_components=args.n_components,
         pool_size=args.pool_size, seed=args.seed, trials=args.trials, scope=args.scope, timeout=args.timeout,
         jobs=args.jobs, estimators=list(args.estimators), folds=args.folds, sampler=args.sampler,
+        frames=list(args.frames),
     ).checked()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -72,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: cannot write the output here ({exc.strerror})") from None
     with contextlib.nullcontext() if args.quiet else TqdmProgress(desc="search") as bar:
         metrics = run_search(cfg, out, progress=bar)
-    for name in (f"subj{s:02d}" for s in cfg.subjects):
-        m = metrics[name]
-        nn = "n/a" if m["noise_normalized"] is None else f"{m['noise_normalized']:.1f}%"
-        print(f"{name}: median r lh {m['lh_median_r']:.3f}, rh {m['rh_median_r']:.3f}; noise-normalised {nn}")
-    print(f"wrote {out / SUBMISSION}, {out / METRICS} and {out / TRIALS} in {metrics['seconds']['total']:.0f} s")
+    for name, entry in metrics.items():
+        if isinstance(entry, dict) and "scopes" in entry:
+            print(summary_line(name, entry))
+    zips = [out / z for z in metrics.get("submissions", {}).values()] or [out / SUBMISSION]
+    print(f"wrote {', '.join(map(str, zips))}, {out / METRICS} and {out / TRIALS} in {metrics['seconds']['total']:.0f} s")
     return 0

@@ -28,7 +28,7 @@ import numpy as np
 from core import __version__
 from core.encoding.backends import resolve_backend_name
 from core.encoding.estimators import DEFAULT_ALPHAS, OLS, BandedRidgeCV, RidgeCV
-from core.encoding.kernel import KernelRidgeCV
+from core.encoding.kernel import KERNEL_ALPHAS, KernelRidgeCV, MultipleKernelRidgeCV
 from core.encoding.pls_elasticnet import PLS, ElasticNet
 from core.util.errors import UserError
 from core.encoding.metrics import part_metrics
@@ -36,7 +36,7 @@ from core.util.progress import Progress, report, scaled
 from core.encoding.splits import Validation
 from core.encoding.subjects import FitSubject
 
-ESTIMATORS = ("ridge", "ols", "banded", "kernel_ridge", "pls", "elasticnet")
+ESTIMATORS = ("ridge", "ols", "banded", "multiple_kernel", "kernel_ridge", "pls", "elasticnet")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,6 +125,7 @@ def make_estimator(kind: str, *, alphas: Sequence[float] | None = None, cv: int 
                    backend: str = "auto", space_sizes: Sequence[int] | None = None, standardize: str = "space",
                    n_rows: int | None = None, params: dict | None = None):
     """``"ridge"`` (RidgeCV, per-vertex alpha), ``"ols"``, ``"banded"`` (BandedRidgeCV),
+    ``"multiple_kernel"`` (MultipleKernelRidgeCV: banded ridge in the dual, any band width),
     ``"kernel_ridge"`` (KernelRidgeCV), ``"pls"`` or ``"elasticnet"`` (``params``: their settings).
 
     ``space_sizes``: widths of the feature entries that were concatenated (each is standardised
@@ -132,6 +133,9 @@ def make_estimator(kind: str, *, alphas: Sequence[float] | None = None, cv: int 
     same numbers) when the features outnumber the ``n_rows`` training images.
     """
     params = dict(params or {})
+    if kind == "multiple_kernel":
+        return MultipleKernelRidgeCV(space_sizes=space_sizes, alphas=KERNEL_ALPHAS if alphas is None else alphas,
+                                     cv=cv, seed=seed, backend=backend)
     alphas = DEFAULT_ALPHAS if alphas is None else tuple(float(a) for a in alphas)
     sizes = None if space_sizes is None else [int(x) for x in space_sizes]
     if kind == "kernel_ridge" or (kind == "ridge" and n_rows and sizes and sum(sizes) > n_rows):

@@ -16,24 +16,31 @@ With ``K_tr = U diag(s) U'``, ``E = U' Y_tr`` and ``A = K_val,tr U``, the valida
 for alpha is ``A diag(1 / (s + alpha)) E``: per alpha one ``n_val x n_train`` matmul per chunk of
 vertices. The fitted model keeps the dual coefficients and the standardised training features;
 ``coef_`` (primal weights on raw features) is computed on demand.
+
+``MultipleKernelRidgeCV`` is banded ridge in the same dual form: a weighted sum of one kernel per
+feature space (layer), the weights fixed (one row: a search samples them per ROI) or chosen per
+vertex among candidate rows; ``fold_scores`` / ``cv_scores`` are the one-eigendecomposition-per-fold
+CV both estimators (and the search's trials) run.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from core.encoding.estimators import RidgeCV
+from core.encoding.estimators import BandedRidgeCV, RidgeCV
 from core.encoding.solvers import FitResult, check_alphas, check_standardize, resolve_cv, space_labels, split_rows
 from core.encoding.backends import get_backend
 from core.util.errors import NotFittedError, UserError
-from core.util.progress import Progress, report
+from core.util.progress import Progress, report, scaled
 
 _CHUNK_BYTES = 256 << 20
+# the multiple kernel's bands have unit variance each (trace n): alphas on that scale
+KERNEL_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 15))
 
 
-class _Kernels:
+class LinearKernels:
     """Per-space Gram matrices of the (shifted) rows, and the centred, scaled kernels of any split."""
 
     def __init__(self, X: np.ndarray, spaces: np.ndarray, standardize: str):
@@ -48,8 +55,8 @@ class _Kernels:
         if self.mode != "feature":
             self.G = np.stack([self.X[:, spaces == s] @ self.X[:, spaces == s].T for s in range(n_spaces)])
 
-    def stats(self, tr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Training mean (of the shifted features) and standard deviation per feature."""
+    def stats(self, tr: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Training mean (of the shifted features) and the divisor per feature (see :meth:`pair`)."""
         m = self.X[tr].mean(0)
         var = self.X[tr].var(0)
         raw = (self.X[tr] ** 2).mean(0)
@@ -61,12 +68,20 @@ class _Kernels:
             sd = np.where(space_var > 0, np.sqrt(space_var), 1.0)[self.spaces]
         else:
             sd = np.ones_like(m)
+        if weights is not None:
+            sd = sd * np.sqrt(self.sizes / np.asarray(weights, np.float64))[self.spaces]
         return m, sd
 
-    def pair(self, tr: np.ndarray, va: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Centred, standardised kernels ``K(tr, tr)`` and ``K(va, tr)`` (float64)."""
+    def pair(self, tr: np.ndarray, va: np.ndarray | None,
+             weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Centred, standardised kernels ``K(tr, tr)`` and ``K(va, tr)`` (float64).
+
+        ``weights`` (one per space, > 0): a multiple kernel, each space's standardised kernel
+        divided by its width (trace ``n_tr``, as if every space had one unit of variance) and
+        multiplied by its weight.
+        """
         if self.mode == "feature":
-            m, sd = self.stats(tr)
+            m, sd = self.stats(tr, weights)
             Ztr = (self.X[tr] - m) / sd
             Kv = None if va is None else ((self.X[va] - m) / sd) @ Ztr.T
             return Ztr @ Ztr.T, Kv
@@ -82,6 +97,8 @@ class _Kernels:
                 var = np.trace(Kc) / (len(tr) * self.sizes[s])
                 raw = np.trace(Gt) / (len(tr) * self.sizes[s])
                 w = 1.0 / var if var > 1e-10 * raw + 1e-300 else 1.0
+            if weights is not None:
+                w *= weights[s] / self.sizes[s]
             K += w * Kc
             if va is not None:
                 Gv = G[np.ix_(va, tr)]
@@ -107,6 +124,57 @@ def _val_r(pred: np.ndarray, yv: np.ndarray) -> np.ndarray:
     return np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), -1.0, 1.0)
 
 
+def fold_scores(kern: LinearKernels, tr: np.ndarray, va: np.ndarray, Y: np.ndarray, alphas: np.ndarray,
+                weights: np.ndarray | None = None) -> np.ndarray:
+    """Validation r of every alpha on one fold, ``(n_alphas, n_vertices)``: one eigendecomposition.
+
+    ``tr``, ``va``: rows of ``kern`` and ``Y``; ``weights``: a multiple kernel (see ``LinearKernels.pair``).
+    """
+    K, Kv = kern.pair(tr, va, weights)
+    s, U = np.linalg.eigh(K)
+    s = np.clip(s, 0, None)
+    U32, A = U.astype(np.float32), (Kv @ U).astype(np.float32)
+    t = Y.shape[1]
+    out = np.zeros((len(alphas), t), np.float32)
+    step = _chunk(len(tr))
+    for start in range(0, t, step):
+        sl = slice(start, min(t, start + step))
+        ytr, _ = _centred(Y, tr, sl)
+        yv, _ = _centred(Y, va, sl)
+        E = U32.T @ ytr
+        for i, a in enumerate(alphas):
+            out[i, sl] = _val_r(A @ (E / (s + a).astype(np.float32)[:, None]), yv)
+    return out
+
+
+def cv_scores(kern: LinearKernels, folds: list[tuple[np.ndarray, np.ndarray]], Y: np.ndarray, alphas: np.ndarray,
+              weights: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
+    """Mean validation r of every alpha over ``folds``, ``(n_alphas, n_vertices)``."""
+    total = np.zeros((len(alphas), Y.shape[1]), np.float32)
+    for k, (tr, va) in enumerate(folds):
+        total += fold_scores(kern, tr, va, Y, alphas, weights)
+        report(progress, (k + 1) / len(folds), f"fold {k + 1}/{len(folds)}")
+    return total / len(folds)
+
+
+def _dual(kern: LinearKernels, rows: np.ndarray, Y: np.ndarray, alphas_t: np.ndarray,
+          weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dual coefficients ``(len(rows), n_vertices)`` and intercepts, each vertex with its alpha (float64 solve)."""
+    K, _ = kern.pair(rows, None, weights)
+    s, U = np.linalg.eigh(K)
+    s = np.clip(s, 0, None)
+    t = Y.shape[1]
+    dual = np.empty((len(rows), t), np.float32)
+    intercept = np.empty(t, np.float32)
+    step = _chunk(len(rows))
+    for start in range(0, t, step):  # float64: at large alphas the dual is tiny
+        sl = slice(start, min(t, start + step))
+        y, mu = _centred(Y, rows, sl)
+        dual[:, sl] = U @ ((U.T @ y) / (s[:, None] + alphas_t[None, sl]))
+        intercept[sl] = mu
+    return dual, intercept
+
+
 class KernelRidgeCV(RidgeCV):
     """Ridge in the dual (linear kernel), alpha chosen per vertex by K-fold CV; see the module docstring.
 
@@ -122,66 +190,47 @@ class KernelRidgeCV(RidgeCV):
         with get_backend(self.backend).compute_threads():
             return self._fit_impl(X, Y, holdout, progress)
 
+    def _kernels(self, X: np.ndarray) -> LinearKernels:
+        return LinearKernels(X, space_labels(self.space_sizes, X.shape[1]), check_standardize(self.standardize))
+
     def _fit_impl(self, X, Y, holdout, progress):
-        n, p = X.shape
         t = Y.shape[1]
         alphas = check_alphas(self.alphas)
-        fit_rows, hold = split_rows(n, holdout)
-        splits = resolve_cv(self.cv, len(fit_rows), self.seed)
-        kern = _Kernels(X, space_labels(self.space_sizes, p), check_standardize(self.standardize))
-        folds = []
-        for k, (tr, va) in enumerate(splits):
-            K, Kv = kern.pair(fit_rows[tr], fit_rows[va])
-            s, U = np.linalg.eigh(K)
-            folds.append((fit_rows[tr], fit_rows[va], U.astype(np.float32), np.clip(s, 0, None),
-                          (Kv @ U).astype(np.float32)))
-            report(progress, 0.5 * (k + 1) / (len(splits) + 1), f"decomposition {k + 1}/{len(splits)}")
-        scores = np.zeros((len(alphas), t), np.float32)
-        step = _chunk(n)
-        for start in range(0, t, step):
-            sl = slice(start, min(t, start + step))
-            for tr, va, U, s, A in folds:
-                ytr, _ = _centred(Y, tr, sl)
-                yv, _ = _centred(Y, va, sl)
-                E = U.T @ ytr
-                for i, a in enumerate(alphas):
-                    scores[i, sl] += _val_r(A @ (E / (s + a).astype(np.float32)[:, None]), yv) / len(folds)
-            report(progress, 0.5 + 0.4 * sl.stop / t, f"cross-validation {sl.stop}/{t} vertices")
+        fit_rows, hold = split_rows(X.shape[0], holdout)
+        folds = [(fit_rows[tr], fit_rows[va]) for tr, va in resolve_cv(self.cv, len(fit_rows), self.seed)]
+        kern = self._kernels(X)
+        scores = cv_scores(kern, folds, Y, alphas, progress=scaled(progress, 0.0, 0.9))
         best = scores.argmax(0)
         self.alphas_ = alphas
         self.cv_scores_ = scores
         self.best_alphas_ = alphas[best].astype(np.float32)
         self.cv_r_ = scores[best, np.arange(t)]
         res = FitResult(None, None, best_alpha=self.best_alphas_, best_score=self.cv_r_, scores_by_alpha=scores)
-        if hold is not None:
-            self._solve(kern, fit_rows, Y)
-            res.val_r = self.score(X[hold], Y[hold]).astype(np.float32)
-        self._solve(kern, np.arange(n), Y)
-        report(progress, 1.0, "refit")
-        return res
+        return self._validate_and_refit(kern, X, Y, fit_rows, hold, res, progress)
 
-    def _solve(self, kern: _Kernels, rows: np.ndarray, Y: np.ndarray) -> None:
+    def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
         """Dual coefficients on ``rows`` with each vertex's alpha; keeps what ``predict`` needs."""
         m, sd = kern.stats(rows)
-        K, _ = kern.pair(rows, None)
-        s, U = np.linalg.eigh(K)
-        s = np.clip(s, 0, None)
-        t = Y.shape[1]
-        dual = np.empty((len(rows), t), np.float32)
-        intercept = np.empty(t, np.float32)
-        for start in range(0, t, _chunk(len(rows))):  # float64: at large alphas the dual is tiny
-            sl = slice(start, min(t, start + _chunk(len(rows))))
-            y, mu = _centred(Y, rows, sl)
-            E = (U.T @ y) / (s[:, None] + self.best_alphas_[None, sl])
-            dual[:, sl] = U @ E
-            intercept[sl] = mu
-        self.dual_coef_ = dual
-        self.intercept_ = intercept
+        self.dual_coef_, self.intercept_ = _dual(kern, rows, Y, self.best_alphas_.astype(np.float64))
+        self._keep_rows(kern, rows, m, sd)
+
+    def _keep_rows(self, kern: LinearKernels, rows: np.ndarray, m: np.ndarray, sd: np.ndarray) -> None:
+        """The standardised training rows and their standardisation, for ``predict`` and ``coef_``."""
         self.X_fit_ = ((kern.X[rows] - m) / sd).astype(np.float32)
         self.x_offset_ = kern.shift + m
         self.x_scale_ = sd
         self.n_features_in_ = kern.X.shape[1]
         self.y_ndim_ = 2  # as fitted here; ``_finish`` records how Y was given
+
+    def _validate_and_refit(self, kern: LinearKernels, X: np.ndarray, Y: np.ndarray, fit_rows: np.ndarray,
+                            hold: np.ndarray | None, res: FitResult, progress: Progress | None) -> FitResult:
+        """r on the held-out rows (of the model fitted without them), then the refit on every row."""
+        if hold is not None:
+            self._solve(kern, fit_rows, Y)
+            res.val_r = self.score(X[hold], Y[hold]).astype(np.float32)
+        self._solve(kern, np.arange(X.shape[0]), Y)
+        report(progress, 1.0, "refit")
+        return res
 
     # -- using a fitted model ------------------------------------------------------------------------
     def _finish(self, res: FitResult, squeeze: bool) -> None:
@@ -197,14 +246,16 @@ class KernelRidgeCV(RidgeCV):
         self._check_fitted()
         return ((self.X_fit_.T @ self.dual_coef_) / self.x_scale_[:, None].astype(np.float32)).astype(np.float32)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted responses, float32 ``(n_images, n_vertices)``: ``K(X, X_fit) dual_coef + intercept``."""
+    def _standardised(self, X: Any) -> np.ndarray:
         self._check_fitted()
         X, _ = self._prepare_X(X, fitted=True)
         if X.shape[1] != self.n_features_in_:
             raise UserError(f"X has {X.shape[1]} features but the model was fitted on {self.n_features_in_}")
-        Z = ((np.asarray(X, np.float64) - self.x_offset_) / self.x_scale_).astype(np.float32)
-        out = (Z @ self.X_fit_.T) @ self.dual_coef_ + self.intercept_[None, :]
+        return ((np.asarray(X, np.float64) - self.x_offset_) / self.x_scale_).astype(np.float32)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted responses, float32 ``(n_images, n_vertices)``: ``K(X, X_fit) dual_coef + intercept``."""
+        out = (self._standardised(X) @ self.X_fit_.T) @ self.dual_coef_ + self.intercept_[None, :]
         return out[:, 0] if self.y_ndim_ == 1 else out
 
     def refit(self, X: Any, Y: Any, progress: Progress | None = None) -> "KernelRidgeCV":
@@ -212,6 +263,129 @@ class KernelRidgeCV(RidgeCV):
         self._check_fitted()
         X, _ = self._prepare_X(X, fitted=True)
         Y = np.asarray(Y) if not isinstance(Y, np.ndarray) else Y
-        kern = _Kernels(X, space_labels(self.space_sizes, X.shape[1]), check_standardize(self.standardize))
+        self._solve(self._kernels(X), np.arange(X.shape[0]), Y if Y.ndim == 2 else Y[:, None])
+        return self
+
+
+class MultipleKernelRidgeCV(KernelRidgeCV):
+    """Banded ridge in the dual: one linear kernel per feature space, weighted, alpha CV'd per vertex.
+
+    Each space ("band": a layer) is standardised as one space and its kernel divided by the
+    space's width, so every band starts with the same total variance whatever its width; the
+    kernel is ``sum_b w_b K_b``. ``kernel_weights``: candidate weight rows (positive, one per
+    band). One row fixes the mixing (a search samples it per ROI); several rows are searched per
+    vertex together with ``alphas`` (as himalaya's ``MultipleKernelRidgeCV`` with random search);
+    ``None`` takes :meth:`BandedRidgeCV.candidate_weights
+    <core.encoding.estimators.BandedRidgeCV.candidate_weights>`' defaults (each band alone at a
+    1e-3 floor, the centre, seeded Dirichlet samples). A fold costs one ``n_train x n_train``
+    eigendecomposition per candidate row, whatever the bands' widths (pooled or un-reduced layers).
+
+    After ``fit``: ``kernel_weights_`` (candidates), ``best_kernel_weights_`` (n_bands x n_vertices),
+    ``best_alphas_``, ``cv_r_``, ``dual_coef_``, ``intercept_``, ``coef_`` on demand.
+    """
+
+    def __init__(self, space_sizes: Sequence[int] | None = None, kernel_weights: Any = None,
+                 alphas: Sequence[float] = KERNEL_ALPHAS, n_random_weights: int = 10, cv: Any = 5,
+                 seed: int | None = 0, backend: str = "auto"):
+        self.space_sizes = space_sizes
+        self.kernel_weights = kernel_weights
+        self.alphas = alphas
+        self.n_random_weights = n_random_weights
+        self.cv = cv
+        self.seed = seed
+        self.backend = backend
+
+    standardize = "space"
+
+    def _prepare_X(self, X: Any, fitted: bool = False) -> tuple[np.ndarray, list[int] | None]:
+        """A list of bands is concatenated (their widths become ``space_sizes``)."""
+        return BandedRidgeCV._prepare_X(self, X, fitted)
+
+    def candidate_weights(self, n_bands: int) -> np.ndarray:
+        if self.kernel_weights is None:
+            w = BandedRidgeCV(n_random_weights=self.n_random_weights, seed=self.seed).candidate_weights(n_bands)
+            return np.maximum(w, 1e-3)
+        w = np.atleast_2d(np.asarray(self.kernel_weights, dtype=np.float64))
+        if w.shape[1] != n_bands or not np.all(w > 0) or not np.all(np.isfinite(w)):
+            raise UserError(f"kernel_weights must be rows of {n_bands} positive weights (one per band)")
+        return w
+
+    def _fit(self, X, Y, bands, holdout, progress):
+        sizes = [int(b) for b in (bands or self.space_sizes or [X.shape[1]])]
+        if sum(sizes) != X.shape[1] or min(sizes) <= 0:
+            raise UserError(f"band sizes {sizes} do not add up to the {X.shape[1]} features")
+        self.sizes_ = sizes
+        with get_backend(self.backend).compute_threads():
+            return self._fit_bands(X, Y, sizes, holdout, progress)
+
+    def _fit_bands(self, X, Y, sizes, holdout, progress):
+        t = Y.shape[1]
+        alphas = check_alphas(self.alphas)
+        gammas = self.candidate_weights(len(sizes))
+        fit_rows, hold = split_rows(X.shape[0], holdout)
+        folds = [(fit_rows[tr], fit_rows[va]) for tr, va in resolve_cv(self.cv, len(fit_rows), self.seed)]
+        kern = LinearKernels(X, space_labels(sizes, X.shape[1]), "space")
+        best_r = np.full(t, -np.inf, np.float32)
+        best_a = np.zeros(t, np.float32)
+        best_g = np.zeros(t, np.int64)
+        for g, w in enumerate(gammas):
+            sc = cv_scores(kern, folds, Y, alphas, w, scaled(progress, 0.9 * g / len(gammas),
+                                                             0.9 * (g + 1) / len(gammas)))
+            ai = sc.argmax(0)
+            r = sc[ai, np.arange(t)]
+            better = r > best_r
+            best_r[better], best_a[better], best_g[better] = r[better], alphas[ai[better]], g
+        self.alphas_ = alphas
+        self.kernel_weights_ = gammas
+        self.best_weight_index_ = best_g
+        self.best_kernel_weights_ = gammas[best_g].T.astype(np.float32)
+        self.best_alphas_ = best_a
+        self.cv_r_ = best_r
+        res = FitResult(None, None, best_alpha=best_a, best_score=best_r)
+        return self._validate_and_refit(kern, X, Y, fit_rows, hold, res, progress)
+
+    def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
+        """Per used candidate: dual coefficients of its vertices; ``X_fit_`` holds the unit-weight features."""
+        ones = np.ones(len(self.sizes_))
+        m, sd = kern.stats(rows, ones)
+        t = Y.shape[1]
+        self.dual_coef_ = np.zeros((len(rows), t), np.float32)
+        self.intercept_ = np.zeros(t, np.float32)
+        for g in np.unique(self.best_weight_index_):
+            idx = np.flatnonzero(self.best_weight_index_ == g)
+            d, b = _dual(kern, rows, Y[:, idx], self.best_alphas_[idx].astype(np.float64), self.kernel_weights_[g])
+            self.dual_coef_[:, idx], self.intercept_[idx] = d, b
+        self._keep_rows(kern, rows, m, sd)
+
+    def _feature_weights(self, g: int) -> np.ndarray:
+        return self.kernel_weights_[g][space_labels(self.sizes_, self.n_features_in_)].astype(np.float32)
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Primal weights on raw features, ``(n_features, n_vertices)`` (computed on demand)."""
+        self._check_fitted()
+        out = np.empty((self.n_features_in_, self.dual_coef_.shape[1]), np.float32)
+        for g in np.unique(self.best_weight_index_):
+            idx = np.flatnonzero(self.best_weight_index_ == g)
+            out[:, idx] = (self._feature_weights(g)[:, None] * (self.X_fit_.T @ self.dual_coef_[:, idx])
+                           / self.x_scale_[:, None].astype(np.float32))
+        return out
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted responses, float32 ``(n_images, n_vertices)``: each vertex with its kernel weights."""
+        Z = self._standardised(X)
+        out = np.empty((Z.shape[0], self.dual_coef_.shape[1]), np.float32)
+        for g in np.unique(self.best_weight_index_):
+            idx = np.flatnonzero(self.best_weight_index_ == g)
+            out[:, idx] = ((Z * self._feature_weights(g)) @ self.X_fit_.T) @ self.dual_coef_[:, idx]
+        out += self.intercept_[None, :]
+        return out[:, 0] if self.y_ndim_ == 1 else out
+
+    def refit(self, X: Any, Y: Any, progress: Progress | None = None) -> "MultipleKernelRidgeCV":
+        """Refit on new rows keeping each vertex's kernel weights and alpha (no cross-validation)."""
+        self._check_fitted()
+        X, _ = self._prepare_X(X, fitted=True)
+        Y = np.asarray(Y) if not isinstance(Y, np.ndarray) else Y
+        kern = LinearKernels(X, space_labels(self.sizes_, X.shape[1]), "space")
         self._solve(kern, np.arange(X.shape[0]), Y if Y.ndim == 2 else Y[:, None])
         return self

@@ -1,8 +1,16 @@
 """What a trial is: the search space, the features and estimator it names, and its K-fold CV score.
 
-A trial picks an estimator (ridge with per-vertex CV alpha, banded ridge over all layers, PLS,
-elastic net), a layer, a reduction (the first ``k`` columns of the layer's one large PCA, or
-spatial pooling) and the estimator's own settings. Features come from a :class:`Bank` of cached
+A trial picks an estimator (ridge with per-vertex CV alpha, banded ridge over all layers, a
+multiple-kernel ridge over all layers, PLS, elastic net), a layer, a reduction (the first ``k``
+columns of the layer's one large PCA, or spatial pooling) and the estimator's own settings.
+
+``kernel`` is banded ridge in the dual (:class:`~core.encoding.kernel.MultipleKernelRidgeCV`)
+on every layer's whole feature set (the full PCA: on the training images the same linear
+kernel as the un-reduced layer; or the pooled layer): the trial samples one weight per layer
+(log scale), so each scope (ROI) gets its own layer mixing, while alpha stays CV'd per vertex.
+Its CV costs one ``n x n`` eigendecomposition per fold whatever the layers' widths (the layers'
+Gram matrices are computed once per worker); alpha is chosen per vertex and fold on the other
+folds' scores (cross-fitting), so that the score is not biased by the choice. Features come from a :class:`Bank` of cached
 entries loaded once per worker, so a trial costs its fits only. The objective is the K-fold CV
 score on the training images of the scope's vertices: the noise-normalised score (percent) when
 a noise ceiling is shipped, else the median r; it is reported after every fold so that a pruner
@@ -12,22 +20,25 @@ stops bad trials after their first folds.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from core.encoding.fitting import make_estimator
+from core.encoding.kernel import KERNEL_ALPHAS, MultipleKernelRidgeCV, LinearKernels, fold_scores
 from core.encoding.metrics import noise_normalized_score, pearson_r
+from core.encoding.solvers import space_labels
 from core.features.extraction import FeatureEntry
 
-ESTIMATORS = ("ridge", "banded", "pls", "elasticnet")
+ESTIMATORS = ("ridge", "banded", "kernel", "pls", "elasticnet")
 MIN_COMPONENTS = 8
 MAX_ENET_COMPONENTS = 128  # coordinate descent costs p^2 per vertex and sweep
 MAX_BAND_COMPONENTS = 128  # banded ridge is solved in the primal, once per band weighting: bands stay small
 PLS_RANGE = (2, 64)
 ENET_ALPHA = (1e-4, 1.0)
+KERNEL_WEIGHT = (1e-3, 1.0)  # per layer, log scale (relative: alpha absorbs the overall scale)
 
 
 @dataclass
@@ -37,6 +48,7 @@ class Bank:
     layers: list[str]
     train: dict[tuple[str, str], np.ndarray]
     test: dict[tuple[str, str], np.ndarray]
+    _kernels: dict[str, LinearKernels] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, paths: dict[str, dict[str, str]]) -> "Bank":
@@ -52,17 +64,36 @@ class Bank:
 
     @property
     def reductions(self) -> list[str]:
-        return sorted({r for r, _ in self.train})
+        return sorted({r.split("@")[0] for r, _ in self.train})
+
+    @property
+    def frames(self) -> list[int]:
+        """Candidate frames per clip (videos: sources are named ``"pca@16"``); empty for images."""
+        return sorted({int(r.split("@")[1]) for r, _ in self.train if "@" in r})
+
+    @staticmethod
+    def source(params: dict, reduction: str) -> str:
+        return f"{reduction}@{params['frames']}" if "frames" in params else reduction
 
     def max_components(self) -> int:
-        return min(self.train["pca", layer].shape[1] for layer in self.layers)
+        return min(x.shape[1] for (r, _), x in self.train.items() if r.split("@")[0] == "pca")
+
+    def kernels(self, reduction: str) -> LinearKernels:
+        """Every layer's Gram matrix on the training images (one space per layer), computed once."""
+        if reduction not in self._kernels:
+            X = np.concatenate([self.train[reduction, layer] for layer in self.layers], axis=1)
+            sizes = [self.train[reduction, layer].shape[1] for layer in self.layers]
+            self._kernels[reduction] = LinearKernels(X, space_labels(sizes, X.shape[1]), "space")
+        return self._kernels[reduction]
 
     def design(self, params: dict, split: str) -> np.ndarray | list[np.ndarray]:
-        """The features a trial's parameters name (a list of bands for banded ridge)."""
+        """The features a trial's parameters name (a list of bands for banded and kernel ridge)."""
         store = self.train if split == "train" else self.test
         if params["estimator"] == "banded":
-            return [store["pca", layer][:, : params["n_components"]] for layer in self.layers]
-        X = store[params.get("reduction", "pca"), params["layer"]]
+            return [store[self.source(params, "pca"), layer][:, : params["n_components"]] for layer in self.layers]
+        if params["estimator"] == "kernel":
+            return [store[self.source(params, params["reduction"]), layer] for layer in self.layers]
+        X = store[self.source(params, params.get("reduction", "pca")), params["layer"]]
         return X[:, : params["n_components"]] if params.get("reduction", "pca") == "pca" else X
 
 
@@ -70,6 +101,14 @@ def suggest(trial, bank: Bank, estimators: list[str]) -> dict:
     """Draw a trial's parameters (define-by-run; conditional on the estimator)."""
     est = trial.suggest_categorical("estimator", estimators)
     params: dict[str, Any] = {"estimator": est}
+    if bank.frames:
+        params["frames"] = trial.suggest_categorical("frames", bank.frames)
+    if est == "kernel":
+        params["reduction"] = trial.suggest_categorical("kernel_reduction", bank.reductions)
+        params["kernel_weights"] = [trial.suggest_float(f"weight {layer}", *KERNEL_WEIGHT, log=True)
+                                    for layer in bank.layers]
+        params["layers"] = list(bank.layers)
+        return params
     if est != "banded":
         params["layer"] = trial.suggest_categorical("layer", bank.layers)
     if est in ("ridge", "pls") and "pool" in bank.reductions:
@@ -91,6 +130,9 @@ def estimator(params: dict, X: Any, n_rows: int, backend: str, seed: int):
     """A fresh estimator for ``params`` on design ``X`` fitted on ``n_rows`` images."""
     sizes = [x.shape[1] for x in X] if isinstance(X, list) else [X.shape[1]]
     kind = params["estimator"]
+    if kind == "kernel":
+        return MultipleKernelRidgeCV(space_sizes=sizes, kernel_weights=[params["kernel_weights"]], seed=seed,
+                                     backend=backend)
     extra = {}
     if kind == "pls":
         extra = {"n_components": int(min(params["pls_components"], sizes[0], n_rows - 1))}
@@ -124,9 +166,11 @@ def cross_validate(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_
 
     ``clock["fit"]`` accumulates the seconds spent fitting and predicting (what a trial costs).
     """
+    clock = {"fit": 0.0} if clock is None else clock
+    if params["estimator"] == "kernel":
+        return _kernel_cv(params, bank, Y, splits, noise_ceiling, after_fold, clock)
     X = bank.design(params, "train")
     total = np.zeros(Y.shape[1])
-    clock = {"fit": 0.0} if clock is None else clock
     for k, (tr, va) in enumerate(splits):
         t0 = time.perf_counter()
         est = estimator(params, X, len(tr), backend, seed).fit(rows(X, tr), Y[tr])
@@ -139,9 +183,37 @@ def cross_validate(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_
     return CVResult(r, score(r, noise_ceiling), len(splits), clock["fit"])
 
 
+def _kernel_cv(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_ceiling: np.ndarray | None,
+               after_fold: Callable[[int, float], None] | None, clock: dict) -> CVResult:
+    """K-fold CV of a multiple kernel: validation r of every alpha per fold (one eigendecomposition each).
+
+    After fold ``k`` the reported score takes each vertex's best alpha so far (for the pruner);
+    the result takes, for each fold, the alpha best on the other folds (no selection bias).
+    """
+    kern = bank.kernels(bank.source(params, params["reduction"]))
+    alphas = np.asarray(KERNEL_ALPHAS)
+    weights = np.asarray(params["kernel_weights"], np.float64)
+    per_fold = []
+    for k, (tr, va) in enumerate(splits):
+        t0 = time.perf_counter()
+        per_fold.append(fold_scores(kern, tr, va, Y, alphas, weights))
+        clock["fit"] += time.perf_counter() - t0
+        if after_fold is not None:
+            after_fold(k, score(np.mean(per_fold, axis=0).max(0), noise_ceiling))
+    scores = np.stack(per_fold)  # folds x alphas x vertices
+    rest = (scores.sum(0, keepdims=True) - scores) / max(1, len(splits) - 1)
+    pick = rest.argmax(1)  # folds x vertices
+    r = np.take_along_axis(scores, pick[:, None, :], axis=1)[:, 0].mean(0).astype(np.float32)
+    return CVResult(r, score(r, noise_ceiling), len(splits), clock["fit"])
+
+
 def describe(params: dict) -> str:
-    """A short label: ``ridge features.10 pca-112``."""
+    """A short label: ``ridge features.10 pca-112``, ``kernel pool weights 0.01:0.2:1``."""
     parts = [params["estimator"], params.get("layer", "all layers")]
+    frames = f" {params['frames']} frames" if "frames" in params else ""
+    if params["estimator"] == "kernel":
+        weights = np.asarray(params["kernel_weights"])
+        return f"kernel {params['reduction']} weights " + ":".join(f"{w:.2g}" for w in weights / weights.max()) + frames
     if params.get("reduction", "pca") == "pca":
         parts.append(f"pca-{params['n_components']}")
     else:
@@ -150,7 +222,7 @@ def describe(params: dict) -> str:
         parts.append(f"{params['pls_components']} comp.")
     if "alpha" in params:
         parts.append(f"alpha {params['alpha']:.2g} l1 {params['l1_ratio']:.2f}")
-    return " ".join(parts)
+    return " ".join(parts) + frames
 
 
 def entry_paths(entries: dict[str, dict[str, FeatureEntry]]) -> dict[str, dict[str, str]]:

@@ -10,6 +10,9 @@ Resuming: trials are stored as they finish, so running the same search again on 
 continues where it stopped; trials that were running when a search was killed are marked failed
 and redone. Scopes: every hemisphere as a whole (always: vertices outside every ROI take it), plus
 every ROI (``roi``) or every ROI class (``class``); a vertex takes the smallest scope holding it.
+On an Algonauts 2021 (videos) dataset the scopes are the mini-track ROIs and the whole brain, the
+frames per clip are searched too, and the result is the 2021 pipeline's (``mini_track.zip``,
+``full_track.zip``); see :mod:`core.search.layouts`.
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ from typing import Callable, Self
 
 import numpy as np
 
-from core.algonauts2023.dataset import HEMIS, Subject, open_dataset
-from core.algonauts2023.pipeline import FeatureConfig, extract_subject, write_result, write_submission, write_summary
+from core.algonauts2021.dataset import TRACKS as TRACKS_2021, TrackSubject
+from core.algonauts2021.pipeline import check_request
+from core.algonauts2023.pipeline import FeatureConfig, write_summary
 from core.encoding.fitting import PartResult, SubjectResult
 from core.encoding.metrics import part_metrics
 from core.encoding.splits import kfold_splits
 from core.runs import artifacts
 from core.runs.kinds import TaskContext, timed
 from core.search import space
+from core.search.layouts import Layout, Layout2021, Layout2023, Scope, layout_of
 from core.util.errors import UserError
 from core.util.progress import Progress, report, scaled
 
@@ -42,7 +47,7 @@ SAMPLERS = ("tpe", "gp")
 FINISHED = ("COMPLETE", "PRUNED")
 # settings that change what a trial means: a folder's study only continues under the same ones
 _IDENTITY = ("model", "weights", "layers", "resolution", "n_components", "pool_size", "seed", "scope",
-             "estimators", "folds")
+             "estimators", "folds", "frames")
 
 
 @dataclass
@@ -51,6 +56,7 @@ class SearchConfig(FeatureConfig):
 
     ``n_components``: size of the one PCA per layer whose first ``k`` columns the trials use
     (clipped to the training images - 1); ``pool_size`` > 0 adds ``k x k`` pooling as a candidate.
+    ``frames``: candidate frames per clip (Algonauts 2021 videos only; each is extracted once).
     """
 
     n_components: int = 1000
@@ -62,6 +68,7 @@ class SearchConfig(FeatureConfig):
     estimators: list[str] = field(default_factory=lambda: list(space.ESTIMATORS))
     folds: int = 5
     sampler: str = "tpe"
+    frames: list[int] = field(default_factory=lambda: [4, 8, 16])
 
     def checked(self) -> Self:
         if self.scope not in SCOPES:
@@ -86,13 +93,33 @@ class SearchConfig(FeatureConfig):
             estimators.remove("banded")
             if not estimators:
                 raise UserError("the banded estimator needs at least two layers (one band each)")
-        ds = open_dataset(self.data, self.subjects)
-        n_train = min(ds.subject(s).n_train for s in self.subjects)
+        if not self.subjects:
+            raise UserError("no subjects chosen")
+        layout = layout_of(self.data, self.subjects)
+        if self.scope not in layout.scope_kinds:
+            raise UserError(f"scope '{self.scope}' does not apply to an {layout.name} dataset (use: "
+                            f"{', '.join(layout.scope_kinds)})")
+        n_train = min(layout.n_train(s) for s in self.subjects)
         if n_train < 2 * self.folds:
-            raise UserError(f"a subject has {n_train} training images: too few for {self.folds}-fold CV")
+            raise UserError(f"a subject has {n_train} training stimuli: too few for {self.folds}-fold CV")
         cfg = replace(self, reduction="pca", n_components=int(min(self.n_components, n_train - 1)),
                       estimators=estimators)
-        return FeatureConfig.checked(cfg)
+        if isinstance(layout, Layout2023):
+            return FeatureConfig.checked(cfg)
+        frames = sorted({int(f) for f in self.frames})
+        if not frames:
+            raise UserError("no frame counts to search (--frames)")
+        ds = layout.dataset  # the 2021 pipeline's checks (tracks' data, layers, PCA size), each frame count
+        extraction = [check_request(ds, list(TRACKS_2021), "ridge", cfg.extraction(), f, 0.1) for f in frames][0]
+        if self.device == "cuda":
+            from core.features.extraction import pick_device
+
+            pick_device("cuda")
+        from core.features.backbones import resolve_weights
+
+        return replace(cfg, data=str(ds.root.resolve()), subjects=list(ds.subjects), model=extraction.model,
+                       weights=resolve_weights(extraction.model, extraction.weights).spec, layers=extraction.layers,
+                       resolution=extraction.resolution, frames=frames)
 
     @property
     def backend(self) -> str:
@@ -104,28 +131,12 @@ class SearchConfig(FeatureConfig):
 
 
 # -- scopes -----------------------------------------------------------------------------------------
-@dataclass
-class Scope:
-    name: str  # "lh", "lh/V1v" (roi), "lh/prf-visualrois" (class)
-    hemi: str
-    mask: np.ndarray
+def scopes(subject, kind: str) -> list[Scope]:
+    """The scopes of a subject (2023 ``Subject`` or 2021 ``TrackSubject``), part-wide ones first."""
+    return (Layout2021 if isinstance(subject, TrackSubject) else Layout2023).scopes(subject, kind)
 
 
-def scopes(subject: Subject, kind: str) -> list[Scope]:
-    """Each hemisphere, then its ROIs or ROI classes (those with at least one vertex)."""
-    out = []
-    for hemi in HEMIS:
-        out.append(Scope(hemi, hemi, np.ones(subject.n_vertices[hemi], dtype=bool)))
-        for cls, names in subject.rois(hemi).items() if kind != "hemisphere" else ():
-            masks = {roi: subject.roi_mask(hemi, roi) for roi in names}
-            if kind == "class":
-                out.append(Scope(f"{hemi}/{cls}", hemi, np.any(list(masks.values()), axis=0)))
-            else:
-                out += [Scope(f"{hemi}/{roi}", hemi, m) for roi, m in masks.items() if m.any()]
-    return out
-
-
-def study_name(subject: Subject, scope: Scope) -> str:
+def study_name(subject, scope: Scope) -> str:
     return f"{subject.name}/{scope.name}"
 
 
@@ -196,13 +207,13 @@ def work(spec: dict) -> int:
     from threadpoolctl import threadpool_limits
 
     cfg = SearchConfig.from_dict(spec["config"])
-    subject = open_dataset(cfg.data, [spec["subject"]]).subject(spec["subject"])
+    subject = layout_of(cfg.data, [spec["subject"]]).subject(spec["subject"])
     bank = space.Bank.open(spec["bank"])
     st = storage(spec["storage"])
     splits = kfold_splits(subject.n_train, cfg.folds, cfg.seed)
     deadline = spec.get("deadline")
-    fmri = {h: np.asarray(subject.fmri(h), dtype=np.float32) for h in HEMIS}
-    ceilings = {h: subject.noise_ceiling(h) for h in HEMIS}
+    fmri = {p: np.asarray(subject.responses(p), dtype=np.float32) for p in subject.parts}
+    ceilings = {p: subject.noise_ceiling(p) for p in subject.parts}
     todo = scopes(subject, cfg.scope)
     shift = spec["worker"] % len(todo)
     todo = todo[shift:] + todo[:shift]
@@ -214,7 +225,7 @@ def work(spec: dict) -> int:
         params = space.suggest(trial, bank, cfg.estimators)
         trial.set_user_attr("params", params)
         clock = {"fit": 0.0}
-        nc = ceilings[scope.hemi]
+        nc = ceilings[scope.part]
 
         def after_fold(k: int, value: float) -> None:
             trial.report(value, k)
@@ -222,7 +233,7 @@ def work(spec: dict) -> int:
                 trial.set_user_attr("fit_seconds", round(clock["fit"], 4))
                 raise optuna.TrialPruned()
 
-        Y = np.ascontiguousarray(fmri[scope.hemi][:, scope.mask])
+        Y = np.ascontiguousarray(fmri[scope.part][:, scope.mask])
         res = space.cross_validate(params, bank, Y, splits, None if nc is None else nc[scope.mask], cfg.backend,
                                    cfg.seed, after_fold, clock)
         trial.set_user_attr("fit_seconds", round(res.fit_seconds, 4))
@@ -288,11 +299,11 @@ def _best(study):
     return max(done, key=lambda t: t.value) if done else None
 
 
-def assemble(cfg: SearchConfig, subject: Subject, bank: space.Bank, url: str,
+def assemble(cfg: SearchConfig, subject, bank: space.Bank, url: str,
              progress: Progress | None = None) -> SubjectResult:
     """Each scope's best configuration: CV r on the training images, refit on all of them, test predictions.
 
-    Vertices take the smallest scope holding them that has a finished trial (the hemisphere otherwise).
+    Vertices take the smallest scope holding them that has a finished trial (the part-wide one otherwise).
     """
     import optuna
 
@@ -300,20 +311,21 @@ def assemble(cfg: SearchConfig, subject: Subject, bank: space.Bank, url: str,
     splits = kfold_splits(subject.n_train, cfg.folds, cfg.seed)
     all_scopes = scopes(subject, cfg.scope)
     results, chosen = {}, {}
-    for i, hemi in enumerate(HEMIS):
-        n_v = subject.n_vertices[hemi]
+    parts = subject.parts
+    for i, hemi in enumerate(parts):
+        Y_all = np.asarray(subject.responses(hemi), dtype=np.float32)
+        n_v = Y_all.shape[1]
         val_r = np.full(n_v, np.nan, np.float32)
         pred = np.zeros((subject.n_test, n_v), np.float32)
         winner = np.full(n_v, -1, np.int32)
-        Y_all = np.asarray(subject.fmri(hemi), dtype=np.float32)
         nc_all = subject.noise_ceiling(hemi)
-        mine = sorted([s for s in all_scopes if s.hemi == hemi], key=lambda s: -int(s.mask.sum()))
+        mine = sorted([s for s in all_scopes if s.part == hemi], key=lambda s: -int(s.mask.sum()))
         for j, sc in enumerate(mine):
             study = optuna.load_study(study_name=study_name(subject, sc), storage=st)
             best = _best(study)
             if best is None:
-                if sc.name == hemi:
-                    raise UserError(f"{subject.name} {hemi}: no trial of the whole-hemisphere scope finished "
+                if sc.name == hemi or len(mine) == 1 or isinstance(subject, TrackSubject):
+                    raise UserError(f"{subject.name} {sc.name}: no trial of this scope finished "
                                     "(raise --timeout or --trials)")
                 continue
             params = best.user_attrs["params"]
@@ -330,15 +342,15 @@ def assemble(cfg: SearchConfig, subject: Subject, bank: space.Bank, url: str,
                 "label": space.describe(params), "cv_score": float(best.value), "trial": int(best.number),
                 "n_trials": len(study.get_trials(deepcopy=False)),
             }
-            report(progress, (i + (j + 1) / len(mine)) / len(HEMIS), f"{hemi}: refit {sc.name}")
+            report(progress, (i + (j + 1) / len(mine)) / len(parts), f"{hemi}: refit {sc.name}")
         metrics = part_metrics(val_r, subject.roi_masks(hemi), nc_all)
         metrics["scopes_used"] = sorted({k for k, v in chosen.items() if v["hemi"] == hemi})
         results[hemi] = PartResult(hemi, val_r, pred, metrics)
     info = {
         "subject": subject.name, "data": str(subject.root),
         "estimator": {"kind": "search", "scope": cfg.scope, "estimators": cfg.estimators},
-        "features": [{"name": f"{cfg.model}:{layer}", "n_features": int(bank.train['pca', layer].shape[1])}
-                     for layer in bank.layers],
+        "features": [{"name": f"{cfg.model}:{layer}", "n_features": int(x.shape[1]), "source": src}
+                     for (src, layer), x in bank.train.items()],
         "validation": {"kind": "kfold", "n_folds": cfg.folds, "seed": cfg.seed, "n_train": int(subject.n_train),
                        "note": "CV r of each scope's chosen configuration (chosen on the same folds)"},
         "hemispheres": {h: r.metrics for h, r in results.items()},
@@ -348,14 +360,14 @@ def assemble(cfg: SearchConfig, subject: Subject, bank: space.Bank, url: str,
     return SubjectResult(subject.name, results, info)
 
 
-def best_by_scope(subject: Subject, kind: str, url: str) -> list[tuple[Scope, dict | None, int]]:
+def best_by_scope(subject, kind: str, url: str) -> list[tuple[Scope, dict | None, int]]:
     """Every scope, largest first, with its best finished configuration so far (None) and its trial count."""
     import optuna
 
     st = storage(url)
     known = {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}
     out = []
-    for sc in sorted(scopes(subject, kind), key=lambda s: (s.hemi, -int(s.mask.sum()))):
+    for sc in sorted(scopes(subject, kind), key=lambda s: (s.part, -int(s.mask.sum()))):
         name = study_name(subject, sc)
         if name not in known:
             out.append((sc, None, 0))
@@ -367,17 +379,19 @@ def best_by_scope(subject: Subject, kind: str, url: str) -> list[tuple[Scope, di
     return out
 
 
-def winning_layers(subject: Subject, kind: str, url: str) -> dict[str, tuple[np.ndarray, list[str]]]:
-    """Per hemisphere: the layer each vertex's scope chose (an index into the labels; -1: none yet)."""
+def winning_layers(subject, kind: str, url: str) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Per part (hemisphere): the layer each vertex's scope chose (an index into the labels; -1: none yet)."""
     labels: list[str] = []
     out = {}
     chosen = best_by_scope(subject, kind, url)
-    for hemi in HEMIS:
-        code = np.full(subject.n_vertices[hemi], -1, np.int32)
+    for hemi in subject.parts:
+        code = np.full(next(sc.mask.size for sc, _, _ in chosen if sc.part == hemi), -1, np.int32)
         for sc, params, _ in chosen:  # largest first: smaller scopes overwrite
-            if sc.hemi != hemi or params is None:
+            if sc.part != hemi or params is None:
                 continue
             layer = params.get("layer", "all layers (banded)")
+            if params["estimator"] == "kernel":  # the layer with the largest kernel weight
+                layer = f"{params['layers'][int(np.argmax(params['kernel_weights']))]} (kernel mix)"
             if layer not in labels:
                 labels.append(layer)
             code[sc.mask] = labels.index(layer)
@@ -402,21 +416,17 @@ def trial_rows(url: str) -> list[dict]:
                 "seconds": None if t.duration is None else round(t.duration.total_seconds(), 4),
                 "fit_seconds": t.user_attrs.get("fit_seconds"),
                 **{k: params.get(k) for k in ("estimator", "layer", "reduction", "n_components", "pls_components",
-                                              "alpha", "l1_ratio")},
+                                              "alpha", "l1_ratio", "frames")},
+                "kernel_weights": " ".join(f"{w:.4g}" for w in params.get("kernel_weights") or []) or None,
             })
     return rows
 
 
 # -- the whole search -------------------------------------------------------------------------------------------
-def _extract(cfg: SearchConfig, subject: Subject, progress, log, timings) -> dict[str, dict[str, str]]:
-    plans = [("pca", replace(cfg, reduction="pca"))]
-    if cfg.pool_size:
-        plans.append(("pool", replace(cfg, reduction="pool")))
-    out = {}
-    for i, (name, c) in enumerate(plans):
-        entries = extract_subject(c, subject, scaled(progress, i / len(plans), (i + 1) / len(plans)), log, timings)
-        out[name] = {layer: str(e.path) for layer, e in entries.items()}
-    return out
+def bank_sources(cfg: SearchConfig, layout: Layout, subject, progress=None, log=None,
+                 timings: dict | None = None) -> dict[str, dict[str, str]]:
+    """The feature entries a search's trials draw on (extracted once; cached), per source and layer."""
+    return layout.extract(cfg, subject, progress, log, {} if timings is None else timings)
 
 
 def run_search(cfg: SearchConfig, out: Path, *, progress: Progress | None = None,
@@ -428,14 +438,15 @@ def run_search(cfg: SearchConfig, out: Path, *, progress: Progress | None = None
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     url = artifacts.study_storage(out)
-    ds = open_dataset(cfg.data, cfg.subjects)
+    layout = layout_of(cfg.data, cfg.subjects)
+    state = layout.begin()
     metrics: dict = {}
     n = len(cfg.subjects)
     threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
     for i, s in enumerate(cfg.subjects):
-        subject = ds.subject(s)
+        subject = layout.subject(s)
         step = scaled(progress, i / n, (i + 1) / n)
-        bank_paths = _extract(cfg, subject, scaled(step, 0.0, 0.1), log, timings)
+        bank_paths = bank_sources(cfg, layout, subject, scaled(step, 0.0, 0.1), log, timings)
         names = [study_name(subject, sc) for sc in scopes(subject, cfg.scope)]
         prepare_studies(url, names, cfg)
         total = cfg.trials * len(names)
@@ -454,13 +465,13 @@ def run_search(cfg: SearchConfig, out: Path, *, progress: Progress | None = None
         poll()
         with timed(timings, "assemble", log):
             result = assemble(cfg, subject, space.Bank.open(bank_paths), url, scaled(step, 0.9, 1.0))
-        metrics[subject.name] = write_result(out, result, subject)
+        metrics[subject.name] = layout.write_subject(out, result, subject, state)
         metrics[subject.name]["scopes"] = {k: v["label"] for k, v in result.info["search"].items()}
         if log is not None:
             log(f"{subject.name}: noise-normalised {metrics[subject.name]['noise_normalized']}")
     artifacts.write_trials(out, trial_rows(url))
     with timed(timings, "submission", log):
-        write_submission(out, cfg.subjects, ds)
+        metrics.update(layout.write_submissions(out, cfg, state))
     return write_summary(out, metrics, timings, start, progress)
 
 
