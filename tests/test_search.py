@@ -160,7 +160,7 @@ def test_search_run_kind_and_scopes(demo_root):
 def test_search_on_ray_local(demo_root, env, tmp_path, monkeypatch):
     pytest.importorskip("ray")
     monkeypatch.setenv("BES_RAY_ADDRESS", "local")
-    assert main(_argv(demo_root, tmp_path / "out", 2, "--estimators", "ridge")) == 0
+    assert main(_argv(demo_root, tmp_path / "out", 2, "--estimators", "ridge", "--pool-size", "0")) == 0
     rows = artifacts.read_trials(tmp_path / "out")
     assert sum(r["state"] in ("COMPLETE", "PRUNED") for r in rows) >= 4
 
@@ -234,7 +234,7 @@ def test_search_on_the_2021_layout(demo2021_root, env, tmp_path):
 
     out = tmp_path / "out"
     argv = ["search", "--data", str(demo2021_root), "--subjects", "1", "--out", str(out), "--trials", "2",
-            "--frames", "2", "4", *BASE, "--estimators", "ridge", "kernel"]
+            "--frames", "2", "4", *BASE, "--estimators", "ridge", "kernel", "--pool-size", "0"]
     assert main(argv) == 0
     rows = artifacts.read_trials(out)
     ds = open_dataset2021(demo2021_root)

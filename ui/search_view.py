@@ -84,7 +84,7 @@ def search_settings(key: str, n_train: int) -> dict:
                                 key=f"{key}_estimators")
     n_components = d2.number_input("PCA size (trials use its first k)", 8, max(8, n_train - 1),
                                    min(1000, max(8, n_train - 1)), key=f"{key}_pca")
-    pool = d3.number_input("Also pool to k x k (0: no)", 0, 16, 0, key=f"{key}_pool")
+    pool = d3.number_input("Also pool to k x k (0: no)", 0, 16, 7, key=f"{key}_pool")
     sampler = d4.selectbox("Sampler", study.SAMPLERS, key=f"{key}_sampler",
                            help="tpe: Optuna's default, handles the conditional space; gp: Gaussian process")
     return dict(trials=int(trials), scope=scope, jobs=int(jobs), timeout=float(timeout) or None,

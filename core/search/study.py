@@ -60,7 +60,7 @@ class SearchConfig(FeatureConfig):
     """
 
     n_components: int = 1000
-    pool_size: int = 0
+    pool_size: int = 7  # pooled 7 x 7 layers with the kernel estimator did best on the demo
     trials: int = 30  # per scope
     scope: str = "roi"
     timeout: float | None = None  # seconds for the whole search; None: until every scope has its trials
