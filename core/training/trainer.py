@@ -49,7 +49,13 @@ CHECKPOINT_VERSION = 1
 
 @dataclass
 class TrainConfig(FeatureConfig):
-    """A train run: the trunk and its tapped layers (from :class:`FeatureConfig`), the head, the schedule."""
+    """A train run: the trunk and its tapped layers (from :class:`FeatureConfig`), the head, the schedule.
+
+    Defaults measured on the 3-subject demo (MobileNetV2 ``features.6 features.10 features.17``, 1,000
+    images each, held-out 10%): lr 6e-4 over 10 epochs underfit (64.1 noise-normalised); 2e-3 reached
+    72.5; lr 3e-3 with a 16-epoch cosine schedule 76.5 where per-subject ridge scores 65.7 (and 77.4 on
+    one subject with 2,000 images). Standardising the activations per channel changed nothing (72.3 vs 72.3).
+    """
 
     reduction: str = "none"  # activations are not reduced: the readout learns the spatial pooling
     epochs: int = 16
