@@ -11,7 +11,7 @@ import torch
 
 from core.cli import main
 from core.runs import artifacts, kinds
-from core.training.model import FactorizedReadout, GroupEncoder, group_pca
+from core.training.model import FactorizedReadout, GroupEncoder, group_pca, pool_factor
 from core.training.trainer import TrainConfig, train, train_task
 from core.util.errors import UserError
 from tests.conftest import make_tiny_dataset
@@ -38,6 +38,16 @@ def test_readout_is_rank_one_per_latent():
     y = r(x)
     manual = torch.einsum("bcs,cd,ds->bd", x, r.channel, r.spatial)
     torch.testing.assert_close(y, r.norm(manual))
+
+
+def test_large_square_maps_are_pooled_before_the_readout():
+    assert [pool_factor(s, 196) for s in (784, 3136, 196, 49, 197, 1)] == [2, 4, 1, 1, 1, 1]
+    assert pool_factor(25, 4) == 3  # 5x5 -> 2x2 (ceil mode)
+    r = FactorizedReadout(channels=3, positions=16, latents=2, max_positions=4).eval()
+    assert r.spatial.shape == (2, 4)
+    x = torch.randn(5, 3, 16)
+    pooled = torch.nn.functional.avg_pool2d(x.reshape(5, 3, 4, 4), 2).flatten(2)
+    torch.testing.assert_close(r(x), r.norm(torch.einsum("bcs,cd,ds->bd", pooled, r.channel, r.spatial)))
 
 
 def test_group_pca_is_orthonormal_and_subjects_read_their_vertices():
@@ -142,7 +152,7 @@ def test_cli_trains_and_moves_results_into_out(data, cache, tmp_path, capsys):
 def test_train_is_a_run_kind_with_checked_config(data):
     assert kinds.resolve_task("train") is train_task
     cfg = kinds.check_config("train", {"data": str(data), "subjects": ["subj01"], "layers": ["features.3"]})
-    assert cfg["subjects"] == [1] and cfg["weights"] == "imagenet-offline" and cfg["epochs"] == 30
+    assert cfg["subjects"] == [1] and cfg["weights"] == "imagenet-offline" and cfg["epochs"] == TrainConfig.epochs
     with pytest.raises(UserError, match="unknown TrainConfig setting 'epoch'"):
         kinds.check_config("train", {"data": str(data), "subjects": [1], "layers": ["features.3"], "epoch": 3})
 

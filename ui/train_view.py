@@ -51,7 +51,7 @@ def form(key: str) -> Launch | None:
     layers = st.multiselect("Tapped layers (readouts averaged)", layers_all, default=default,
                             key=f"{key}_layers_{model}")
     d1, d2, d3, d4, d5 = st.columns(5)
-    epochs = d1.number_input("Epochs (phase 1)", 1, 1000, 30, key=f"{key}_epochs",
+    epochs = d1.number_input("Epochs (phase 1)", 1, 1000, TrainConfig.epochs, key=f"{key}_epochs",
                              help="At most; early stopping on the validation score.")
     blocks = d2.number_input("Fine-tune last N blocks", 0, 100, 0, key=f"{key}_finetune_blocks",
                              help="0: the trunk stays frozen. N > 0 adds phase 2 (end to end).")

@@ -40,16 +40,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "from its checkpoint when the same command is run again")
     p.add_argument("--force", action="store_true", help=outdir.FORCE_HELP)
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    p.add_argument("--epochs", type=int, default=30, help="phase-1 epochs at most (early stopping; default 30)")
+    p.add_argument("--epochs", type=int, default=16,
+                   help="phase-1 epochs at most: the cosine schedule's length (early stopping; default 16)")
     p.add_argument("--finetune-blocks", type=int, default=0, help="phase 2: unfreeze the last N trunk blocks (default 0: no phase 2)")
     p.add_argument("--finetune-epochs", type=int, default=3, help="phase-2 epochs at most (default 3)")
     p.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
     p.add_argument("--batch-size", type=int, default=64, help="default 64")
-    p.add_argument("--lr", type=float, default=6e-4, help="phase-1 learning rate (default 6e-4)")
+    p.add_argument("--lr", type=float, default=3e-3, help="phase-1 learning rate (default 3e-3)")
     p.add_argument("--finetune-lr", type=float, default=1e-5, help="phase-2 learning rate (default 1e-5)")
     p.add_argument("--weight-decay", type=float, default=0.5, help="AdamW weight decay of the head (default 0.5)")
     p.add_argument("--dropout", type=float, default=0.6, help="dropout on the latents (default 0.6)")
     p.add_argument("--latents", type=int, default=256, help="readout latents per layer (default 256)")
+    p.add_argument("--max-positions", type=int, default=196,
+                   help="square maps with more positions are average-pooled to at most this many (default 196)")
     p.add_argument("--embedding-dim", type=int, default=512, help="group-PCA components of the output (default 512)")
     p.add_argument("--subject-rank", type=int, default=16, help="rank of each subject's own map (default 16)")
     p.add_argument("--patience", type=int, default=6, help="early stopping patience in epochs (default 6)")
@@ -70,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         layers=list(args.layers), device=args.device, resolution=args.resolution, seed=args.seed,
         epochs=args.epochs, finetune_blocks=args.finetune_blocks, finetune_epochs=args.finetune_epochs,
         batch_size=args.batch_size, lr=args.lr, finetune_lr=args.finetune_lr, weight_decay=args.weight_decay,
-        dropout=args.dropout, latents=args.latents, embedding_dim=args.embedding_dim,
-        subject_rank=args.subject_rank, patience=args.patience, val_fraction=args.val_fraction,
+        dropout=args.dropout, latents=args.latents, max_positions=args.max_positions,
+        embedding_dim=args.embedding_dim, subject_rank=args.subject_rank, patience=args.patience, val_fraction=args.val_fraction,
     ).checked()
     out = outdir.prepare_out(args.out, args.force)  # the work folder beside it resumes a killed run
     work = out.parent / f".{out.name}.train"

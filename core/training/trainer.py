@@ -49,18 +49,25 @@ CHECKPOINT_VERSION = 1
 
 @dataclass
 class TrainConfig(FeatureConfig):
-    """A train run: the trunk and its tapped layers (from :class:`FeatureConfig`), the head, the schedule."""
+    """A train run: the trunk and its tapped layers (from :class:`FeatureConfig`), the head, the schedule.
+
+    Defaults measured on the 3-subject demo (MobileNetV2 ``features.6 features.10 features.17``, 1,000
+    images each, held-out 10%): lr 6e-4 over 10 epochs underfit (64.1 noise-normalised); 2e-3 reached
+    72.5; lr 3e-3 with a 16-epoch cosine schedule 76.5 where per-subject ridge scores 65.7 (and 77.4 on
+    one subject with 2,000 images). Standardising the activations per channel changed nothing (72.3 vs 72.3).
+    """
 
     reduction: str = "none"  # activations are not reduced: the readout learns the spatial pooling
-    epochs: int = 30
+    epochs: int = 16
     finetune_blocks: int = 0
     finetune_epochs: int = 3
     batch_size: int = 64
-    lr: float = 6e-4
+    lr: float = 3e-3
     finetune_lr: float = 1e-5
     weight_decay: float = 0.5
     dropout: float = 0.6
     latents: int = 256
+    max_positions: int = 196  # larger square maps are average-pooled before the readout
     embedding_dim: int = 512
     subject_rank: int = 16
     patience: int = 6
@@ -69,7 +76,7 @@ class TrainConfig(FeatureConfig):
 
     def checked(self) -> Self:
         ints = {"epochs": (1, 10_000), "finetune_blocks": (0, 1000), "finetune_epochs": (0, 1000),
-                "batch_size": (2, 65_536), "latents": (1, 65_536), "embedding_dim": (1, 65_536),
+                "batch_size": (2, 65_536), "latents": (1, 65_536), "max_positions": (1, 1 << 20), "embedding_dim": (1, 65_536),
                 "subject_rank": (0, 4096), "patience": (1, 10_000)}
         for name, (lo, hi) in ints.items():
             v = getattr(self, name)
@@ -286,7 +293,7 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
     shapes = [tuple(a.shape[1:]) for a in subjects[0].train_acts.arrays]
     torch.manual_seed(cfg.seed)
     model = GroupEncoder(shapes, embedding, [sub.group_index for sub in subjects], latents=cfg.latents,
-                         subject_rank=cfg.subject_rank, dropout=cfg.dropout).to(device)
+                         subject_rank=cfg.subject_rank, dropout=cfg.dropout, max_positions=cfg.max_positions).to(device)
     targets = [torch.from_numpy(sub.responses).to(device) for sub in subjects]  # on the GPU when there is one
     sources = [Source(sub.train_acts, device) for sub in subjects]
 
