@@ -105,3 +105,11 @@ def test_multiple_kernel_picks_each_vertex_its_band():
     w = m.best_kernel_weights_  # bands x vertices
     assert (w[0, :8] > w[1, :8]).mean() >= 0.75 and (w[1, 8:] > w[0, 8:]).mean() >= 0.75
     assert np.median(r) > 0.5 and m.predict([X1[:3], X2[:3]]).shape == (3, 16)
+    # banded ridge goes to this dual form when its bands outnumber the training rows (the primal would not
+    # fit in memory for pooled layers), and stays primal otherwise
+    from core.encoding.estimators import BandedRidgeCV
+
+    assert isinstance(make_estimator("banded", space_sizes=[30, 150], n_rows=90), MultipleKernelRidgeCV)
+    assert isinstance(make_estimator("banded", space_sizes=[30, 50], n_rows=90), BandedRidgeCV)
+    dual = make_estimator("banded", space_sizes=[30, 150], n_rows=90, backend="numpy")
+    np.testing.assert_allclose(dual.fit_holdout([X1, X2], Y, np.arange(0, 90, 6)), r, atol=1e-6)

@@ -130,15 +130,18 @@ def make_estimator(kind: str, *, alphas: Sequence[float] | None = None, cv: int 
 
     ``space_sizes``: widths of the feature entries that were concatenated (each is standardised
     as one space; for ``banded`` each is a band). ``ridge`` solves in the dual (KernelRidgeCV, the
-    same numbers) when the features outnumber the ``n_rows`` training images.
+    same numbers) when the features outnumber the ``n_rows`` training images, and so does ``banded``
+    (MultipleKernelRidgeCV, the same model: the primal would hold a features x features system per
+    weight candidate, which for pooled layers does not fit in memory).
     """
     params = dict(params or {})
-    if kind == "multiple_kernel":
+    sizes = None if space_sizes is None else [int(x) for x in space_sizes]
+    dual = bool(n_rows and sizes and sum(sizes) > n_rows)  # features outnumber the training images
+    if kind == "multiple_kernel" or (kind == "banded" and dual):
         return MultipleKernelRidgeCV(space_sizes=space_sizes, alphas=KERNEL_ALPHAS if alphas is None else alphas,
                                      cv=cv, seed=seed, backend=backend)
     alphas = DEFAULT_ALPHAS if alphas is None else tuple(float(a) for a in alphas)
-    sizes = None if space_sizes is None else [int(x) for x in space_sizes]
-    if kind == "kernel_ridge" or (kind == "ridge" and n_rows and sizes and sum(sizes) > n_rows):
+    if kind == "kernel_ridge" or (kind == "ridge" and dual):
         return KernelRidgeCV(alphas=alphas, cv=cv, seed=seed, backend=backend, standardize=standardize,
                              space_sizes=sizes)
     if kind == "pls":
@@ -260,16 +263,17 @@ def fit_subject(subject: FitSubject, features: Sequence[str | os.PathLike], esti
         masks = subject.roi_masks(part)
         nc = subject.noise_ceiling(part)
         metrics = part_metrics(val_r, masks, nc)
+        band_weights = getattr(fitted, "best_band_weights_", getattr(fitted, "best_kernel_weights_", None))
         results[part] = PartResult(
             part, val_r, pred, metrics,
             alphas=getattr(fitted, "best_alphas_", None),
-            band_weights=getattr(fitted, "best_band_weights_", None),
+            band_weights=band_weights,
             seconds=time.perf_counter() - t0,
         )
         if getattr(fitted, "best_alphas_", None) is not None:
             metrics["alphas"] = _alpha_summary(fitted.best_alphas_)
-        if getattr(fitted, "best_band_weights_", None) is not None:
-            metrics["band_weights_mean"] = [float(x) for x in fitted.best_band_weights_.mean(1)]
+        if band_weights is not None:
+            metrics["band_weights_mean"] = [float(x) for x in band_weights.mean(1)]
         if "fold_median_r" in details:
             metrics["fold_median_r"] = details["fold_median_r"]
         metrics["seconds"] = round(results[part].seconds, 3)
