@@ -25,7 +25,6 @@ from pathlib import Path
 
 from core.commands.pipeline import add_input_args, one_line_error
 from core.util import outdir
-from core.util.errors import UserError
 
 ESTIMATOR_CHOICES = ("ridge", "banded", "kernel", "pls", "elasticnet")
 
@@ -77,10 +76,7 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs, estimators=list(args.estimators), folds=args.folds, sampler=args.sampler,
         frames=list(args.frames),
     ).checked()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write the output here ({exc.strerror})") from None
+    outdir.make_dir(out, out)
     with contextlib.nullcontext() if args.quiet else TqdmProgress(desc="search") as bar:
         metrics = run_search(cfg, out, progress=bar)
     for name, entry in metrics.items():

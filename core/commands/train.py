@@ -21,7 +21,6 @@ from pathlib import Path
 
 from core.commands.pipeline import one_line_error
 from core.util import outdir
-from core.util.errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -77,11 +76,7 @@ def run(args: argparse.Namespace) -> int:
         embedding_dim=args.embedding_dim, subject_rank=args.subject_rank, patience=args.patience, val_fraction=args.val_fraction,
     ).checked()
     out = outdir.prepare_out(args.out, args.force)  # the work folder beside it resumes a killed run
-    work = out.parent / f".{out.name}.train"
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write the output here ({exc.strerror})") from None
+    work = outdir.make_dir(out.parent / f".{out.name}.train", out)
     with contextlib.nullcontext() if args.quiet else TqdmProgress(desc="train") as bar:
         metrics = train(cfg, work, progress=bar)
     outdir.publish(work, out, (SUBMISSION, TRAINING_CURVE, METRICS))

@@ -39,6 +39,16 @@ def prepare_out(path: str | os.PathLike, force: bool = False) -> Path:
     return out
 
 
+def make_dir(folder: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """``folder`` (and its parents) created for ``out``'s results; a one-line ``UserError`` if it cannot be."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the output here ({describe(folder, exc)})") from None
+    return folder
+
+
 def _work_prefix(out: Path, what: str) -> str:
     return f".{out.name}.{what}"
 
