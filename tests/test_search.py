@@ -51,6 +51,11 @@ def test_search_writes_results_and_resumes(demo_root, env, tmp_path):
     assert all(r["state"] in ("COMPLETE", "PRUNED") for r in rows) and len(rows) >= 6
     done = [r for r in rows if r["state"] == "COMPLETE"]
     assert all(r["estimator"] in space.ESTIMATORS and r["fit_seconds"] > 0 for r in done)
+    n_lh = artifacts.read_part(out / "subj01", "lh").size
+    kept = [artifacts.read_trial_arrays(out, "subj01/lh", r["trial"], n_lh) for r in done if r["scope"] == "lh"]
+    assert kept and all(k is not None and np.isfinite(k[0]).all() for k in kept)  # what the assembly reads
+    for f in (out / artifacts.TRIAL_ARRAYS).rglob("*.npy"):  # damaged: the assembly runs the CV again
+        f.write_bytes(f.read_bytes()[:100])
     # a trial left running by a killed search is failed and redone; finished trials are kept
     st = study.storage(artifacts.study_storage(out))
     optuna.load_study(study_name="subj01/lh", storage=st).ask()
@@ -91,6 +96,16 @@ def test_trials_are_cv_fits_on_bank_slices_and_get_pruned():
     on_b = space.cross_validate({"estimator": "kernel", "reduction": "pca", "kernel_weights": [1e-3, 1.0]}, bank, Y,
                                 splits, None, "numpy", 0)
     assert on_a.score > 0.5 > on_b.score and on_a.folds == 3
+    # the final fit keeps the trial's alphas and the bank's Gram matrices: the estimator's own fit, without its CV
+    five = study.kfold_splits(60, 5, 0)
+    params = {"estimator": "kernel", "reduction": "pca", "kernel_weights": [1.0, 0.05]}
+    cv = space.cross_validate(params, bank, Y, five, None, "numpy", 0)
+    quick = space.fit_final(params, bank, Y, cv.alphas, "numpy", 0)
+    X = bank.design(params, "train")
+    full = space.estimator(params, X, 60, "numpy", 0).fit(X, Y)
+    np.testing.assert_array_equal(quick.best_alphas_, full.best_alphas_)
+    np.testing.assert_allclose(quick.predict(bank.design(params, "test")), full.predict(bank.design(params, "test")),
+                               rtol=1e-4, atol=1e-5)
     # Optuna drives it: every estimator is tried, and a pruner may stop a trial after its first fold
     s = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1),
                             pruner=optuna.pruners.ThresholdPruner(lower=0.3))

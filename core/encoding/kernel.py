@@ -344,6 +344,22 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         res = FitResult(None, None, best_alpha=best_a, best_score=best_r)
         return self._validate_and_refit(kern, X, Y, fit_rows, hold, res, progress)
 
+    def fit_chosen(self, kern: LinearKernels, Y: np.ndarray, alphas: np.ndarray) -> "MultipleKernelRidgeCV":
+        """Fit on every row of ``kern`` (Gram matrices already computed) with the one row of
+        ``kernel_weights`` and each vertex's ``alphas`` chosen elsewhere (a search's trial): no CV."""
+        gammas = self.candidate_weights(len(kern.sizes))
+        if len(gammas) != 1 or np.shape(alphas) != (Y.shape[1],):
+            raise UserError("fit_chosen takes one row of kernel weights and one alpha per vertex")
+        self.sizes_ = [int(s) for s in kern.sizes]
+        self.alphas_ = np.unique(np.asarray(alphas, np.float64))
+        self.kernel_weights_ = gammas
+        self.best_weight_index_ = np.zeros(Y.shape[1], np.int64)
+        self.best_kernel_weights_ = np.repeat(gammas.T, Y.shape[1], axis=1).astype(np.float32)
+        self.best_alphas_ = np.asarray(alphas, np.float32)
+        with get_backend(self.backend).compute_threads():
+            self._solve(kern, np.arange(kern.X.shape[0]), Y)
+        return self
+
     def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
         """Per used candidate: dual coefficients of its vertices; ``X_fit_`` holds the unit-weight features."""
         ones = np.ones(len(self.sizes_))

@@ -15,6 +15,7 @@ subject's results per *part* (a hemisphere ``lh`` / ``rh`` in 2023, a track ``mi
     OUT/submission.zip | <track>.zip       validated submissions (their content belongs to the submission modules)
     OUT/study.db                           searches: the Optuna study storage (SQLite; a rerun resumes from it)
     OUT/trials.csv                         searches: every trial (scope, parameters, CV score, state, seconds)
+    OUT/trial_r/<study>/<trial>.npy        searches: float32 (2, n_vertices) a finished trial's CV r and alpha per vertex
     OUT/checkpoint.pt                      train runs: the training state after the last epoch (resume)
     OUT/training_curve.json                train runs: per epoch loss and validation score (live)
     OUT/metrics.json                       the summary, written last: its presence marks a complete result
@@ -35,6 +36,7 @@ import numpy as np
 
 from core.util.errors import UserError
 from core.util.fileio import atomic_path, save_npy, write_json, write_text
+from core.util.npystream import npy_complete
 
 METRICS = "metrics.json"
 ROI_TABLE = "roi_r.csv"
@@ -42,6 +44,7 @@ SUBMISSION = "submission.zip"
 FEATURES = "features.json"
 STUDY = "study.db"
 TRIALS = "trials.csv"
+TRIAL_ARRAYS = "trial_r"
 CHECKPOINT = "checkpoint.pt"
 TRAINING_CURVE = "training_curve.json"
 PART_ARRAYS = ("val_r", "pred_test", "alphas", "band_weights")
@@ -125,6 +128,30 @@ def read_trials(out_dir: str | os.PathLike) -> list[dict]:
                 continue
             row[key] = int(number) if number.is_integer() and "." not in value and "e" not in value else number
     return rows
+
+
+def _trial_file(out_dir: str | os.PathLike, study: str, number: int) -> Path:
+    return Path(out_dir) / TRIAL_ARRAYS / study / f"{int(number)}.npy"
+
+
+def write_trial_arrays(out_dir: str | os.PathLike, study: str, number: int, r: np.ndarray,
+                       alphas: np.ndarray | None) -> Path:
+    """A finished trial's CV r and chosen alpha (NaN: none) per vertex of its scope, for the assembly."""
+    alphas = np.full(len(r), np.nan) if alphas is None else alphas
+    path = _trial_file(out_dir, study, number)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_npy(path, np.stack([r, alphas]).astype(np.float32))
+
+
+def read_trial_arrays(out_dir: str | os.PathLike, study: str, number: int,
+                      n_vertices: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """What :func:`write_trial_arrays` kept: ``(r, alphas or None)``; None when absent or not of that shape
+    (the assembly then runs the trial's CV again)."""
+    path = _trial_file(out_dir, study, number)
+    if not npy_complete(path, (2, n_vertices), np.float32):
+        return None
+    r, alphas = np.load(path, allow_pickle=False)
+    return r, (None if np.isnan(alphas).all() else alphas)
 
 
 def write_checkpoint(out_dir: str | os.PathLike, state: dict) -> Path:

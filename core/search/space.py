@@ -157,6 +157,7 @@ class CVResult:
     score: float
     folds: int
     fit_seconds: float
+    alphas: np.ndarray | None = None  # kernel: each vertex's alpha, chosen on all folds (what a refit uses)
 
 
 def cross_validate(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_ceiling: np.ndarray | None,
@@ -204,7 +205,18 @@ def _kernel_cv(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_ceil
     rest = (scores.sum(0, keepdims=True) - scores) / max(1, len(splits) - 1)
     pick = rest.argmax(1)  # folds x vertices
     r = np.take_along_axis(scores, pick[:, None, :], axis=1)[:, 0].mean(0).astype(np.float32)
-    return CVResult(r, score(r, noise_ceiling), len(splits), clock["fit"])
+    chosen = alphas[scores.mean(0).argmax(0)].astype(np.float32)
+    return CVResult(r, score(r, noise_ceiling), len(splits), clock["fit"], chosen)
+
+
+def fit_final(params: dict, bank: Bank, Y: np.ndarray, alphas: np.ndarray | None, backend: str, seed: int):
+    """``params``' estimator fitted on every training image. A kernel trial's per-vertex ``alphas``
+    (from its CV) are kept and its Gram matrices come from the bank: one eigendecomposition, no CV."""
+    X = bank.design(params, "train")
+    est = estimator(params, X, Y.shape[0], backend, seed)
+    if params["estimator"] == "kernel" and alphas is not None:
+        return est.fit_chosen(bank.kernels(bank.source(params, params["reduction"])), Y, alphas)
+    return est.fit(X, Y)
 
 
 def describe(params: dict) -> str:

@@ -237,6 +237,7 @@ def work(spec: dict) -> int:
         res = space.cross_validate(params, bank, Y, splits, None if nc is None else nc[scope.mask], cfg.backend,
                                    cfg.seed, after_fold, clock)
         trial.set_user_attr("fit_seconds", round(res.fit_seconds, 4))
+        artifacts.write_trial_arrays(spec["out"], study_name(subject, scope), trial.number, res.r, res.alphas)
         return res.score
 
     with threadpool_limits(spec.get("threads") or None):
@@ -299,15 +300,16 @@ def _best(study):
     return max(done, key=lambda t: t.value) if done else None
 
 
-def assemble(cfg: SearchConfig, subject, bank: space.Bank, url: str,
+def assemble(cfg: SearchConfig, subject, bank: space.Bank, out: Path,
              progress: Progress | None = None) -> SubjectResult:
-    """Each scope's best configuration: CV r on the training images, refit on all of them, test predictions.
+    """Each scope's best configuration: its trial's CV r on the training images, refit on all of them,
+    test predictions.
 
     Vertices take the smallest scope holding them that has a finished trial (the part-wide one otherwise).
     """
     import optuna
 
-    st = storage(url)
+    st = storage(artifacts.study_storage(out))
     splits = kfold_splits(subject.n_train, cfg.folds, cfg.seed)
     all_scopes = scopes(subject, cfg.scope)
     results, chosen = {}, {}
@@ -330,11 +332,13 @@ def assemble(cfg: SearchConfig, subject, bank: space.Bank, url: str,
                 continue
             params = best.user_attrs["params"]
             Y = np.ascontiguousarray(Y_all[:, sc.mask])
-            cv = space.cross_validate(params, bank, Y, splits, None if nc_all is None else nc_all[sc.mask],
-                                      cfg.backend, cfg.seed)
-            X = bank.design(params, "train")
-            est = space.estimator(params, X, subject.n_train, cfg.backend, cfg.seed).fit(X, Y)
-            val_r[sc.mask] = cv.r
+            kept = artifacts.read_trial_arrays(out, study_name(subject, sc), best.number, Y.shape[1])
+            if kept is None:  # written by the trial; run its CV again if it is missing or damaged
+                cv = space.cross_validate(params, bank, Y, splits, None if nc_all is None else nc_all[sc.mask],
+                                          cfg.backend, cfg.seed)
+                kept = cv.r, cv.alphas
+            est = space.fit_final(params, bank, Y, kept[1], cfg.backend, cfg.seed)
+            val_r[sc.mask] = kept[0]
             pred[:, sc.mask] = est.predict(bank.design(params, "test"))
             winner[sc.mask] = len(chosen)
             chosen[study_name(subject, sc)] = {
@@ -458,13 +462,13 @@ def run_search(cfg: SearchConfig, out: Path, *, progress: Progress | None = None
             done = sum(min(cfg.trials, _n_finished(optuna.load_study(study_name=nm, storage=st))) for nm in names)
             report(scaled(step, 0.1, 0.9), done / total, f"{subject.name}: {done}/{total} trials")
 
-        specs = [{"config": cfg.to_dict(), "subject": s, "bank": bank_paths, "storage": url, "worker": w,
-                  "deadline": deadline, "threads": threads} for w in range(cfg.jobs)]
+        specs = [{"config": cfg.to_dict(), "subject": s, "bank": bank_paths, "storage": url, "out": str(out),
+                  "worker": w, "deadline": deadline, "threads": threads} for w in range(cfg.jobs)]
         with timed(timings, "search", log):
             _run_workers(specs, poll)
         poll()
         with timed(timings, "assemble", log):
-            result = assemble(cfg, subject, space.Bank.open(bank_paths), url, scaled(step, 0.9, 1.0))
+            result = assemble(cfg, subject, space.Bank.open(bank_paths), out, scaled(step, 0.9, 1.0))
         metrics[subject.name] = layout.write_subject(out, result, subject, state)
         metrics[subject.name]["scopes"] = {k: v["label"] for k, v in result.info["search"].items()}
         if log is not None:
