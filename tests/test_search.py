@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 
 import numpy as np
@@ -66,6 +67,15 @@ def test_search_writes_results_and_resumes(demo_root, env, tmp_path):
     lh = [r for r in rows if r["scope"] == "lh"]
     assert sum(r["state"] == "FAIL" for r in lh) == 1
     assert sum(r["state"] in ("COMPLETE", "PRUNED") for r in lh) >= 4
+    # a worker whose search process is gone (killed) runs no more trials
+    cfg = study.SearchConfig(data=str(demo_root), subjects=[1], model="mobilenet_v2", weights="imagenet-offline",
+                             layers=["features.3", "features.6"], resolution=64, n_components=20, folds=3,
+                             scope="hemisphere", trials=10, device="cpu").checked()
+    layout = study.layout_of(cfg.data, [1])
+    spec = {"config": cfg.to_dict(), "subject": 1, "bank": study.bank_sources(cfg, layout, layout.subject(1)),
+            "storage": artifacts.study_storage(out), "out": str(out), "worker": 0, "deadline": None,
+            "parent": os.getpid()}  # not this process's parent: as if the search had died
+    assert study.work(spec) == 0 and artifacts.read_trials(out) == rows
     # another search's settings in the same folder are refused, nothing changed
     assert main(_argv(demo_root, out, 4, "--pool-size", "2")) == 2
     assert artifacts.read_trials(out) == rows

@@ -201,7 +201,8 @@ def work(spec: dict) -> int:
 
     Round-robin (from a different scope per worker) keeps every scope moving, so that a time limit
     leaves each scope with trials. A plain function of a dict, so that it runs in a local process
-    or as a Ray task. Returns the number of trials it ran.
+    or as a Ray task. A local worker (``spec["parent"]``: the search's pid) whose search was killed
+    stops after its trial. Returns the number of trials it ran.
     """
     import optuna
     from threadpoolctl import threadpool_limits
@@ -220,6 +221,9 @@ def work(spec: dict) -> int:
     studies = {sc.name: optuna.load_study(study_name=study_name(subject, sc), storage=st,
                                           sampler=_sampler(cfg, spec["worker"]), pruner=_pruner()) for sc in todo}
     ran = 0
+
+    def orphaned() -> bool:  # a local worker whose search was killed stops after its trial
+        return spec.get("parent") is not None and os.getppid() != spec["parent"]
 
     def objective(trial, scope: Scope):
         params = space.suggest(trial, bank, cfg.estimators)
@@ -241,9 +245,9 @@ def work(spec: dict) -> int:
         return res.score
 
     with threadpool_limits(spec.get("threads") or None):
-        while todo and (deadline is None or time.time() < deadline):
+        while todo and (deadline is None or time.time() < deadline) and not orphaned():
             for scope in list(todo):
-                if deadline is not None and time.time() >= deadline:
+                if deadline is not None and time.time() >= deadline or orphaned():
                     break
                 study = studies[scope.name]
                 if _n_finished(study) >= cfg.trials:
@@ -262,7 +266,7 @@ def _run_workers(specs: list[dict], poll: Callable[[], None]) -> None:
         return
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=len(specs), mp_context=ctx) as pool:
-        futures = [pool.submit(work, s) for s in specs]
+        futures = [pool.submit(work, {**s, "parent": os.getpid()}) for s in specs]
         pending = set(futures)
         while pending:
             done, pending = cf.wait(pending, timeout=1.0)
