@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -358,6 +360,8 @@ def finished_search(demo2021_root, tmp_path_factory):
     ws = tmp_path_factory.mktemp("video-search")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BES_CACHE_DIR", str(ws / "cache"))
+        # AppTest leaves the last page it ran as __main__, which the search's spawned workers would run again
+        mp.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
         store = RunStore(ws)
         config = SearchConfig(data=str(demo2021_root), subjects=[1], layers=["features.6"], device="cpu",
                               resolution=64, frames=[2], n_components=10, pool_size=0, trials=1, folds=2,
