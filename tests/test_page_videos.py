@@ -18,7 +18,7 @@ from core.runs import workers
 from core.util import paths
 
 from core.runs import kinds
-from core.algonauts2021.dataset import MINI_ROIS, WB, open_dataset2021
+from core.algonauts2021.dataset import MINI_ROIS, WB, open_dataset2021, subject_name
 from core.util.errors import UserError
 from core.algonauts2021.pipeline import TASK_KIND, Pipeline2021Config, read_roi_table
 from core.runs.store import RunStore
@@ -257,14 +257,18 @@ def test_default_demo_and_bad_directories(demo2021_root, monkeypatch, tmp_path):
 
 
 def test_compare_and_submission_show_video_runs(env, demo_root, monkeypatch):
-    """The Compare page draws the 2021 run's mini-track bars (no 2023 run here), the Submission page offers its
-    validated zips, and the Runs page lists it with its own columns."""
-    run = env
     monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
+    other_pages_show(env, "video pipeline (2021)")
+
+
+def other_pages_show(run, kind: str) -> None:
+    """The Compare page draws the 2021 run's mini-track bars (no 2023 run here), the Submission page offers its
+    validated zips, and the Runs page lists it (as ``kind``) with the 2021 columns."""
+    subjects = [subject_name(s) for s in run.config["subjects"]]
     at = AppTest.from_file(str(ROOT / "pages" / "4_Compare.py"), default_timeout=90).run()
     assert not at.exception, at.exception
     assert "No finished fit or pipeline run" in at.info[0].value
-    assert at.selectbox(key="compare_video_subject").options == ["sub01", "sub02"]
+    assert at.selectbox(key="compare_video_subject").options == subjects
     bars = [t for t in chart(at, "compare_video_bars")["data"] if t["type"] == "bar"]
     rows = [r for r in read_roi_table(run.dir, 1) if r["track"] == "mini_track"]
     assert bars[0]["x"] == [r["roi"] for r in rows] == list(MINI_ROIS)
@@ -279,9 +283,9 @@ def test_compare_and_submission_show_video_runs(env, demo_root, monkeypatch):
     at = AppTest.from_file(str(ROOT / "pages" / "3_Runs.py"), default_timeout=90).run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert table["run"].tolist() == [run.id] and table["kind"].tolist() == ["video pipeline (2021)"]
-    assert table["WB median r"].tolist() == pytest.approx(
-        [np.mean([run.summary[s]["wb_median_r"] for s in ("sub01", "sub02")])])
+    assert table["run"].tolist() == [run.id] and table["kind"].tolist() == [kind]
+    assert table["WB median r"].tolist() == pytest.approx([np.mean([run.summary[s]["wb_median_r"] for s in subjects])])
+    assert table["tracks"].tolist() == ["mini_track, full_track"]
 
 
 def test_the_runs_page_launches_the_video_kind_too(demo2021_root, demo_root, monkeypatch, tmp_path):
@@ -372,10 +376,10 @@ def finished_search(demo2021_root, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_finished_search_shows_its_results_zips_and_live_view(finished_search, demo2021_root, monkeypatch,
-                                                                 tmp_path):
-    """Its folder is a 2021 run's: per-ROI bars, scores, whole-brain map, validated zips on the Videos page (and on
-    Submission); its run detail is the search's view (best configuration per scope)."""
+def test_a_finished_search_shows_its_results_zips_and_live_view(finished_search, demo2021_root, demo_root,
+                                                                 monkeypatch, tmp_path):
+    """Its folder is a 2021 run's: per-ROI bars, scores, whole-brain map, validated zips on the Videos page, and
+    the other pages take it as they take a 2021 pipeline run; its run detail is the search's view."""
     ws, run = finished_search
     monkeypatch.setenv("BES_DATA2021_DIR", str(demo2021_root))
     monkeypatch.setenv("BES_WORKSPACE", str(ws))
@@ -400,7 +404,5 @@ def test_a_finished_search_shows_its_results_zips_and_live_view(finished_search,
     at.sidebar.selectbox(key="_w_videos_subject").select("sub02").run()
     assert "No finished 2021 run holds results for sub02" in at.info[-1].value
 
-    at = AppTest.from_file(str(ROOT / "pages" / "5_Submission.py"), default_timeout=90).run()
-    assert not at.exception, at.exception
-    assert at.selectbox(key="submission_video_run").value == run.id
-    assert [s.value.split(" is valid")[0] for s in at.success] == ["`mini_track.zip`", "`full_track.zip`"]
+    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
+    other_pages_show(run, "search")
