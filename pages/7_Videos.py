@@ -1,15 +1,17 @@
 """Videos page: the Algonauts 2021 (videos) path end to end.
 
 A 2021 dataset (default: ``$BES_DATA2021_DIR``, else the embedded video demo, generated on first use), its
-clips and per-voxel noise ceiling in the brain's volume; 2021 pipeline runs launched in the background and
-followed live; for finished runs the per-ROI median r, the whole-brain accuracy in the volume, the
-noise-normalised scores and the validated mini/full-track zips.
+clips and per-voxel noise ceiling in the brain's volume; 2021 pipeline runs and searches (Lange 2021's
+setting) launched in the background and followed live; for finished runs the per-ROI median r, the
+whole-brain accuracy in the volume, the noise-normalised scores and the validated mini/full-track zips.
 
-Thin layer: the data and its sidebar from ``ui.video_data``; launch form and zips from ``ui.video_runs``; the
-run list is the shared ``ui.runs_panel``; sections from ``ui.video_view``.
+Thin layer: the data and its sidebar from ``ui.video_data``; launch forms and zips from ``ui.video_runs`` and
+``ui.search_view``; the run list is the shared ``ui.runs_panel``; sections from ``ui.video_view``.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import streamlit as st
 
@@ -17,12 +19,12 @@ from core.algonauts2021 import pipeline as pipeline2021
 from core.algonauts2021.dataset import FULL_TRACK, WB
 from core.algonauts2023.compare import run_title
 from core.viz import volumes
-from ui import video_view
+from ui import search_view, video_view
 from ui.figures import placeholder_style
 from ui.run_kinds import RUN_KINDS
 from ui.runs_panel import launch_form, open_store, runs_panel
 from ui.video_data import video_sidebar
-from ui.video_runs import offer_zips
+from ui.video_runs import offer_zips, run_tracks
 
 st.set_page_config(page_title="Videos · Brain Encoding Studio", page_icon="🧠", layout="wide")
 DEFAULT_RUNS = 4
@@ -57,12 +59,16 @@ else:
     )  # fmt: skip
 
 # -- launch and follow -------------------------------------------------------------------------
-st.header("Launch a 2021 pipeline run")
+st.header("Launch a 2021 run")
 store = open_store()
-video_kind = {pipeline2021.TASK_KIND: RUN_KINDS[pipeline2021.TASK_KIND]}
-launched = launch_form(store, video_kind, "videos")
+video_kinds = {
+    pipeline2021.TASK_KIND: replace(RUN_KINDS[pipeline2021.TASK_KIND], details=None),  # its results: below
+    "search": replace(RUN_KINDS["search"], label="search (2021)", help=search_view.VIDEO_HELP,
+                      form=search_view.video_form),
+}  # fmt: skip
+launched = launch_form(store, video_kinds, "videos")
 st.subheader("Video runs")
-runs_panel(store, "videos_list", RUN_KINDS, details=False, filters=False, select=launched,
+runs_panel(store, "videos_list", video_kinds, filters=False, select=launched,
            list_runs=lambda status=None, **_: pipeline2021.list_runs_2021(store, dataset.root, status=status),
            empty="No 2021 run on this data directory yet: launch one above.")  # fmt: skip
 
@@ -92,7 +98,7 @@ st.subheader("One run: whole-brain accuracy and submission")
 if st.session_state.get("videos_detail") not in by_id:
     st.session_state.pop("videos_detail", None)
 run = by_id[st.selectbox("Run", list(by_id), key="videos_detail", format_func=lambda i: video_view.title(by_id[i]))]
-if FULL_TRACK in (run.config.get("tracks") or []) and WB in subj.files:
+if FULL_TRACK in run_tracks(run) and WB in subj.files:
     video_view.show_volume(
         f"accuracy:{run.id}:{subj.number}", f"{subj.name}: validation r, {run_title(run)}",
         pipeline2021.wb_accuracy_image(run.dir, subj), "videos_acc",

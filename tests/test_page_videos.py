@@ -1,11 +1,13 @@
-"""AppTest for the Videos page (Algonauts 2021) on the video demo, with a real finished 2021 run; and the
-run store's check of 2021 pipeline configs that the page's launch relies on."""
+"""AppTest for the Videos page (Algonauts 2021) on the video demo, with a real finished 2021 run (and a real
+finished 2021 search); and the run store's check of 2021 pipeline configs that the page's launch relies on."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -16,10 +18,11 @@ from core.runs import workers
 from core.util import paths
 
 from core.runs import kinds
-from core.algonauts2021.dataset import MINI_ROIS, WB, open_dataset2021
+from core.algonauts2021.dataset import MINI_ROIS, WB, open_dataset2021, subject_name
 from core.util.errors import UserError
 from core.algonauts2021.pipeline import TASK_KIND, Pipeline2021Config, read_roi_table
 from core.runs.store import RunStore
+from core.search.study import SearchConfig
 from tests.conftest import ROOT
 from tests.test_page_explore import _decode
 
@@ -125,7 +128,7 @@ def test_dataset_clips_noise_ceiling_runs_and_results(env, demo2021_root):
 
     table = at.dataframe[1].value  # the run list
     assert table["run"].tolist() == [run.id] and table["status"].tolist() == ["done"]
-    assert table["tracks"].tolist() == ["mini_track, full_track"] and table["frames"].tolist() == [2]
+    assert table["tracks"].tolist() == ["mini_track, full_track"] and table["frames"].tolist() == ["2"]
 
     assert at.multiselect(key="videos_runs").value == [run.id]
     bars = [t for t in chart(at, "videos_bars")["data"] if t["type"] == "bar"]
@@ -254,14 +257,18 @@ def test_default_demo_and_bad_directories(demo2021_root, monkeypatch, tmp_path):
 
 
 def test_compare_and_submission_show_video_runs(env, demo_root, monkeypatch):
-    """The Compare page draws the 2021 run's mini-track bars (no 2023 run here), the Submission page offers its
-    validated zips, and the Runs page lists it with its own columns."""
-    run = env
     monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
+    other_pages_show(env, "video pipeline (2021)")
+
+
+def other_pages_show(run, kind: str) -> None:
+    """The Compare page draws the 2021 run's mini-track bars (no 2023 run here), the Submission page offers its
+    validated zips, and the Runs page lists it (as ``kind``) with the 2021 columns."""
+    subjects = [subject_name(s) for s in run.config["subjects"]]
     at = AppTest.from_file(str(ROOT / "pages" / "4_Compare.py"), default_timeout=90).run()
     assert not at.exception, at.exception
     assert "No finished fit or pipeline run" in at.info[0].value
-    assert at.selectbox(key="compare_video_subject").options == ["sub01", "sub02"]
+    assert at.selectbox(key="compare_video_subject").options == subjects
     bars = [t for t in chart(at, "compare_video_bars")["data"] if t["type"] == "bar"]
     rows = [r for r in read_roi_table(run.dir, 1) if r["track"] == "mini_track"]
     assert bars[0]["x"] == [r["roi"] for r in rows] == list(MINI_ROIS)
@@ -276,9 +283,9 @@ def test_compare_and_submission_show_video_runs(env, demo_root, monkeypatch):
     at = AppTest.from_file(str(ROOT / "pages" / "3_Runs.py"), default_timeout=90).run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert table["run"].tolist() == [run.id] and table["kind"].tolist() == ["video pipeline (2021)"]
-    assert table["WB median r"].tolist() == pytest.approx(
-        [np.mean([run.summary[s]["wb_median_r"] for s in ("sub01", "sub02")])])
+    assert table["run"].tolist() == [run.id] and table["kind"].tolist() == [kind]
+    assert table["WB median r"].tolist() == pytest.approx([np.mean([run.summary[s]["wb_median_r"] for s in subjects])])
+    assert table["tracks"].tolist() == ["mini_track, full_track"]
 
 
 def test_the_runs_page_launches_the_video_kind_too(demo2021_root, demo_root, monkeypatch, tmp_path):
@@ -295,3 +302,107 @@ def test_the_runs_page_launches_the_video_kind_too(demo2021_root, demo_root, mon
     assert at.multiselect(key="runs_tracks").value == ["mini_track", "full_track"]
     assert at.multiselect(key="runs_run_subjects").value == [1, 2]
     assert "runs_scope" not in [r.key for r in at.radio]  # grids are the fit kind's
+
+
+# -- a search on the 2021 dataset (core.search; the Kind picker's second kind) ------------------------------------
+def test_the_search_kind_launches_a_2021_search(demo2021_root, monkeypatch, tmp_path):
+    """Its form: the video dataset's subjects, candidate frame counts, the search's settings without 2023 scopes;
+    bad settings are one line; a launch queues a ``search`` run on the 2021 data directory."""
+    monkeypatch.setenv("BES_DATA2021_DIR", str(demo2021_root))
+    monkeypatch.setenv("BES_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
+    store = RunStore(tmp_path / "workspace")
+    at = run_page()
+    kind = at.selectbox(key="videos_kind")
+    assert kind.options == ["video pipeline (2021)", "search (2021)"] and kind.value == TASK_KIND
+    kind.set_value("search").run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="videos_search_run_subjects").value == [1, 2]
+    assert at.multiselect(key="videos_search_frames").value == [4, 8, 16]
+    assert at.multiselect(key="videos_search_layers_mobilenet_v2").value == ["features.6"]
+    assert at.number_input(key="videos_search_pca").value == 39  # at most training clips - 1
+    assert "videos_search_scope" not in [s.key for s in at.selectbox]  # the 2021 scopes are fixed
+    assert any(m.value.startswith("**Scopes:** each mini-track ROI and the whole brain") for m in at.markdown)
+
+    at.multiselect(key="videos_search_estimators").set_value(["banded"])
+    at.button(key="videos_launch").click().run()
+    assert [e.value for e in at.error] == ["the banded estimator needs at least two layers (one band each)"]
+    assert store.list() == []
+    at.multiselect(key="videos_search_frames").set_value([])
+    at.run()
+    assert at.button(key="videos_launch").disabled
+    assert any(c.value.startswith("Choose at least one subject, layer, frame count") for c in at.caption)
+
+    at.multiselect(key="videos_search_estimators").set_value(["ridge"])
+    at.multiselect(key="videos_search_run_subjects").set_value([2])
+    at.multiselect(key="videos_search_frames").set_value([8, 2])
+    at.number_input(key="videos_search_resolution").set_value(64)
+    at.number_input(key="videos_search_trials").set_value(1)
+    at.number_input(key="videos_search_pca").set_value(10).run()
+    at.button(key="videos_launch").click().run()
+    assert not at.exception and not at.error
+    [run] = store.list()
+    assert at.success[0].value.startswith(f"Launched 1 run: {run.id}")
+    assert run.kind == "search" and run.pid
+    assert {k: run.config[k] for k in ("data", "subjects", "frames", "resolution", "trials", "scope", "estimators",
+                                       "n_components", "layers")} == {
+        "data": str(demo2021_root.resolve()), "subjects": [2], "frames": [2, 8], "resolution": 64, "trials": 1,
+        "scope": "roi", "estimators": ["ridge"], "n_components": 10, "layers": ["features.6"]}
+    table = at.dataframe[1].value  # the run list: the search is a run of this data directory
+    assert table["run"].tolist() == [run.id] and table["kind"].tolist() == ["search (2021)"]
+    assert table["frames"].tolist() == ["2 8"] and table["tracks"].tolist() == ["mini_track, full_track"]
+
+    at.button(key=f"videos_list_cancel_{run.id}").click().run()
+    assert not at.exception
+    assert workers.get_run(store, run.id).status == "cancelled"
+
+
+@pytest.fixture(scope="module")
+def finished_search(demo2021_root, tmp_path_factory):
+    """A run store holding one done 2021 search (sub01, one trial per scope), executed in this process as a
+    worker would; returns ``(workspace, run)``."""
+    ws = tmp_path_factory.mktemp("video-search")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BES_CACHE_DIR", str(ws / "cache"))
+        # AppTest leaves the last page it ran as __main__, which the search's spawned workers would run again
+        mp.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+        store = RunStore(ws)
+        config = SearchConfig(data=str(demo2021_root), subjects=[1], layers=["features.6"], device="cpu",
+                              resolution=64, frames=[2], n_components=10, pool_size=0, trials=1, folds=2,
+                              estimators=["ridge"], cache_dir=str(ws / "cache")).to_dict()
+        run = store.create("search", kinds.check_config("search", config))
+        assert workers.execute(store, run.id) == "done", store.read_log(run.id)
+    return ws, store.get(run.id)
+
+
+@pytest.mark.slow
+def test_a_finished_search_shows_its_results_zips_and_live_view(finished_search, demo2021_root, demo_root,
+                                                                 monkeypatch, tmp_path):
+    """Its folder is a 2021 run's: per-ROI bars, scores, whole-brain map, validated zips on the Videos page, and
+    the other pages take it as they take a 2021 pipeline run; its run detail is the search's view."""
+    ws, run = finished_search
+    monkeypatch.setenv("BES_DATA2021_DIR", str(demo2021_root))
+    monkeypatch.setenv("BES_WORKSPACE", str(ws))
+    monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
+    at = run_page()
+    table = at.dataframe[1].value
+    assert table["run"].tolist() == [run.id] and table["kind"].tolist() == ["search (2021)"]
+    assert table["WB median r"].tolist() == pytest.approx([run.summary["sub01"]["wb_median_r"]])
+    best = at.dataframe[2].value  # the run detail: the search's best configuration per scope
+    assert best["scope"].tolist()[0] == "full_track" and set(best["scope"][1:]) == {f"mini_track/{r}" for r in MINI_ROIS}
+
+    assert at.multiselect(key="videos_runs").value == [run.id]
+    bars = [t for t in chart(at, "videos_bars")["data"] if t["type"] == "bar"]
+    rows = read_roi_table(run.dir, 1)
+    assert bars[0]["x"] == [*MINI_ROIS, WB] and np.allclose(_decode(bars[0]["y"]), [r["median_r"] for r in rows])
+    assert len(at.get("image")) == 4  # noise ceiling and the search's whole-brain accuracy
+    valid = [s.value for s in at.success]
+    assert valid[0].startswith("`mini_track.zip` is valid") and valid[1].startswith("`full_track.zip` is valid")
+    assert [w.value for w in at.warning] == ["Left out of this run: sub02. The challenge scores every subject of "
+                                             "the dataset."]
+
+    at.sidebar.selectbox(key="_w_videos_subject").select("sub02").run()
+    assert "No finished 2021 run holds results for sub02" in at.info[-1].value
+
+    monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
+    other_pages_show(run, "search")

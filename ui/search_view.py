@@ -1,7 +1,8 @@
 """The ``search`` run kind in the runs panel (``ui.runs_panel``): its launch form, score columns and the live
 view of a running or finished search.
 
-``form(key)`` draws the backbone and the search's own settings (``search_settings``) and returns the launch;
+``form(key)`` draws the backbone and the search's own settings (``search_settings``) and returns the launch
+(``video_form(key)``: the same on the Videos page's Algonauts 2021 dataset, with candidate frame counts);
 ``live_view(run, subject)`` reads the run's Optuna study (``study.db`` in its folder, opened
 read-only between the workers' writes): best so far per scope, the trials of a scope as a
 parallel-coordinates plot and parameter importances (Optuna's Plotly figures), and which layer
@@ -11,6 +12,7 @@ won where on the cortex.
 from __future__ import annotations
 
 import warnings
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
@@ -26,16 +28,22 @@ from core.search import space, study
 from core.search.layouts import layout_of
 from core.search.study import SearchConfig
 from core.util.errors import UserError
-from ui import image_runs
+from ui import image_runs, video_runs
 from ui.controls import backbone_controls
 from ui.runs_panel import DEVICES, Launch
 from ui.state import chosen_dataset, get_dataset
+from ui.video_data import data_dir, open_video_dataset
 
 SCOPE_HELP = ("One Optuna study per ROI, ROI class or hemisphere (the hemispheres always: vertices outside every "
               "ROI take theirs).")
 
 
 HELP = "per-scope hyper-parameter search (Optuna) on the sidebar's subject, then its submission zip"
+VIDEO_HELP = ("Lange 2021's setting: an Optuna study per mini-track ROI and the whole brain, frames per clip "
+              "searched too, then the mini_track.zip / full_track.zip")
+VIDEO_SCOPES = "each mini-track ROI and the whole brain (full track)"
+FRAME_CHOICES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+DEFAULT_FRAMES = next(f for f in fields(SearchConfig) if f.name == "frames").default_factory()
 
 
 def form(key: str) -> Launch | None:
@@ -58,6 +66,34 @@ def form(key: str) -> Launch | None:
     return Launch("search", [config.to_dict()])
 
 
+def video_form(key: str) -> Launch | None:
+    """A search on the Videos page's 2021 dataset: subjects, candidate layers and frame counts, then the
+    search's own settings (its scopes are fixed: :data:`VIDEO_SCOPES`)."""
+    key = f"{key}_search"
+    dataset = open_video_dataset(data_dir())
+    c1, c2, c3 = st.columns(3)
+    subjects = video_runs.subjects_picker(c1, dataset, key)
+    model, weights, layers = backbone_controls(
+        key, (c2, c3), "torchvision, timm or open_clip backbones; mobilenet_v2 has ImageNet weights that work "
+        "offline. Each layer is averaged over the clip's frames.",
+        "Candidate layers: each is extracted once per frame count; every trial picks one (banded ridge: several).")
+    f1, f2, f3 = st.columns(3)
+    frames = f1.multiselect("Frames per clip (candidates)", FRAME_CHOICES, default=DEFAULT_FRAMES,
+                            key=f"{key}_frames",
+                            help="Each count of evenly spaced frames is extracted once; every trial picks one.")
+    resolution = video_runs.resolution_picker(f2, key)
+    device = f3.selectbox("Device", list(DEVICES), key=f"{key}_device", help="auto: cuda when available")
+    settings = search_settings(key, dataset.n_train, fixed_scopes=VIDEO_SCOPES)
+    if not (subjects and layers and frames and settings["estimators"]):
+        st.caption("Choose at least one subject, layer, frame count and estimator.")
+        return None
+    config = SearchConfig(data=str(dataset.root), subjects=subjects, model=model, weights=weights, layers=layers,
+                          device=DEVICES[device], resolution=resolution, frames=sorted(frames), **settings)
+    st.caption(f"One search on `{dataset.root}`, subject after subject; it writes the winners' validated "
+               "mini_track.zip / full_track.zip.")  # fmt: skip
+    return Launch("search", [config.to_dict()])
+
+
 def details(run: Run) -> None:
     """The live view, on the run's own subject (a 2021 search's: its tracks)."""
     data, number = Path(run.config["data"]).expanduser(), run.config["subjects"][0]
@@ -68,14 +104,22 @@ def details(run: Run) -> None:
     live_view(run, subject, key=f"search_{run.id}")
 
 
-columns = image_runs.columns
+def columns(run: Run) -> dict:
+    """A 2021 search's columns are the 2021 runs' (tracks, frames), a 2023 one's the image runs'."""
+    video = is_2021_layout(Path(run.config["data"]).expanduser())
+    return (video_runs.columns if video else image_runs.columns)(run)
 
 
-def search_settings(key: str, n_train: int) -> dict:
-    """The search's own settings (trials, scope, budget, space) as ``SearchConfig`` fields."""
+def search_settings(key: str, n_train: int, fixed_scopes: str | None = None) -> dict:
+    """The search's own settings (trials, scope, budget, space) as ``SearchConfig`` fields; ``fixed_scopes``:
+    what the scopes are where the layout fixes them (then no scope picker, and no ``scope`` field)."""
     c1, c2, c3, c4 = st.columns(4)
     trials = c1.number_input("Trials per scope", 1, 500, 30, key=f"{key}_trials")
-    scope = c2.selectbox("Scope", study.SCOPES, key=f"{key}_scope", help=SCOPE_HELP)
+    if fixed_scopes is None:
+        scope = {"scope": c2.selectbox("Scope", study.SCOPES, key=f"{key}_scope", help=SCOPE_HELP)}
+    else:
+        scope = {}
+        c2.markdown(f"**Scopes:** {fixed_scopes}")
     jobs = c3.number_input("Parallel workers", 1, 64, 1, key=f"{key}_jobs",
                            help="Local worker processes sharing the study; Ray tasks when $BES_RAY_ADDRESS is set.")
     timeout = c4.number_input("Time limit (s, 0: none)", 0, 7 * 24 * 3600, 0, step=60, key=f"{key}_timeout")
@@ -87,7 +131,7 @@ def search_settings(key: str, n_train: int) -> dict:
     pool = d3.number_input("Also pool to k x k (0: no)", 0, 16, 7, key=f"{key}_pool")
     sampler = d4.selectbox("Sampler", study.SAMPLERS, key=f"{key}_sampler",
                            help="tpe: Optuna's default, handles the conditional space; gp: Gaussian process")
-    return dict(trials=int(trials), scope=scope, jobs=int(jobs), timeout=float(timeout) or None,
+    return dict(trials=int(trials), **scope, jobs=int(jobs), timeout=float(timeout) or None,
                 estimators=list(estimators), n_components=int(n_components), pool_size=int(pool), sampler=sampler)
 
 

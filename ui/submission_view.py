@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.algonauts2021.compare import finished_runs_2021
+from core.algonauts2021.pipeline import list_runs_2021
 from core.algonauts2023 import compare, submission
 from core.algonauts2023.dataset import HEMIS
 from core.runs.store import Run, RunStore
@@ -91,8 +91,7 @@ def image_submission(store: RunStore, ds) -> None:
 
 def video_submission(store: RunStore) -> None:
     """The validated track zips of a finished 2021 run on the Videos page's data directory."""
-    root = str(data_dir().resolve())
-    runs = [r for r in finished_runs_2021(store) if r.config.get("data_dir") == root]
+    runs = list_runs_2021(store, data_dir(), status="done")  # pipeline runs and searches
     if not runs:
         st.info(f"No finished 2021 (video) run on `{data_dir()}` yet: launch one on the Videos page"
                 + ("." if data_dir() == default_data_dir() else " (its data directory is set there)."))

@@ -1,5 +1,6 @@
 """The Algonauts 2021 (video) run kind in the runs panel (``ui.runs_panel``): its launch form, score
-columns and result view, and the validated submission zips of a finished run (Videos and Submission pages)."""
+columns and result view, and the validated submission zips of a finished run (Videos and Submission pages).
+A search on a 2021 dataset (``ui.search_view.video_form``) shares its pickers, columns and zips."""
 
 from __future__ import annotations
 
@@ -21,13 +22,31 @@ TRACK_LABELS = {"mini_track": "mini: 9 ROIs", "full_track": "full: whole brain"}
 TRACK_HELP = "mini track: the voxels of nine visual ROIs; full track: every voxel of the whole brain (WB)."
 
 
+def run_tracks(run: Run) -> list[str]:
+    """The tracks a 2021 run fitted: its config's, or both for a search (its scopes cover both)."""
+    return list(TRACKS) if run.kind == "search" else list(run.config.get("tracks") or [])
+
+
 def columns(run: Run) -> dict:
+    """A 2021 run's columns (a search's frames: its candidates)."""
     summary = run.summary if isinstance(run.summary, dict) else {}
     wb = [m.get("wb_median_r") for m in summary.values() if isinstance(m, dict) and m.get("wb_median_r") is not None]
+    frames = run.config.get("frames") or [run.config.get("n_frames")]
     return {"WB median r": sum(wb) / len(wb) if wb else None,
             "subjects": ", ".join(subject_name(s) for s in run.config.get("subjects") or []),
-            "tracks": ", ".join(run.config.get("tracks") or []), "frames": run.config.get("n_frames"),
+            "tracks": ", ".join(run_tracks(run)), "frames": " ".join(str(f) for f in frames),
             "resolution": run.config.get("resolution")}  # fmt: skip
+
+
+def subjects_picker(column, dataset: Dataset2021, key: str) -> list[int]:
+    return column.multiselect("Subjects", dataset.subjects, default=dataset.subjects, key=f"{key}_run_subjects",
+                              format_func=subject_name,
+                              help="The challenge scores every subject: the run's zips hold the chosen ones.")  # fmt: skip
+
+
+def resolution_picker(column, key: str) -> int:
+    return int(column.number_input("Frame resolution (px)", 32, 1024, 112, step=16, key=f"{key}_resolution",
+                                   help="Frames are resized to this square size before the backbone."))  # fmt: skip
 
 
 def details(run: Run) -> None:
@@ -39,9 +58,7 @@ def form(key: str) -> Launch | None:
     """The settings of a 2021 pipeline run on the video dataset of the Videos page."""
     dataset = open_video_dataset(data_dir())
     c1, c2, c3 = st.columns(3)
-    subjects = c1.multiselect("Subjects", dataset.subjects, default=dataset.subjects, key=f"{key}_run_subjects",
-                              format_func=subject_name,
-                              help="The challenge scores every subject: the run's zips hold the chosen ones.")  # fmt: skip
+    subjects = subjects_picker(c1, dataset, key)
     model, weights, layers = backbone_controls(
         key, (c2, c3), "torchvision backbones; mobilenet_v2 has ImageNet weights that work offline. "
         "Each layer is averaged over the clip's frames.", "Their features are concatenated (banded: one band each).",
@@ -57,8 +74,7 @@ def form(key: str) -> Launch | None:
         a1, a2, a3, a4 = st.columns(4)
         n_frames = a1.number_input("Frames per clip", 1, 256, DEFAULT_N_FRAMES, key=f"{key}_frames",
                                    help="Evenly spaced frames (first and last included) whose features are averaged.")
-        resolution = a2.number_input("Frame resolution (px)", 32, 1024, 112, step=16, key=f"{key}_resolution",
-                                     help="Frames are resized to this square size before the backbone.")  # fmt: skip
+        resolution = resolution_picker(a2, key)
         max_components = max(1, dataset.n_train - 1)
         if st.session_state.get(f"{key}_components", 0) > max_components:  # a smaller dataset than before
             st.session_state[f"{key}_components"] = max_components
@@ -74,7 +90,7 @@ def form(key: str) -> Launch | None:
         return None
     config = pipeline2021.Pipeline2021Config(
         data_dir=str(dataset.root), subjects=subjects, model=model, weights=weights, layers=layers,
-        device=DEVICES[device], estimator=estimator, tracks=tracks, n_frames=int(n_frames), resolution=int(resolution),
+        device=DEVICES[device], estimator=estimator, tracks=tracks, n_frames=int(n_frames), resolution=resolution,
         n_components=int(n_components), val_fraction=float(val_fraction), seed=int(seed),
         motion_energy={} if motion else None,
     ).to_dict()  # fmt: skip
@@ -92,7 +108,7 @@ def checked_zip(path: str, size: int, mtime_ns: int, data_root: str, subjects: t
 def offer_zips(run: Run, dataset: Dataset2021, key: str) -> None:
     """Each track zip of a finished 2021 run, checked against ``dataset`` before it is offered for download."""
     run_subjects = tuple(run.config.get("subjects") or [])
-    for track in run.config.get("tracks") or []:
+    for track in run_tracks(run):
         path = artifacts.find_submission(run.dir, submission2021.zip_name(track))
         if path is None:
             st.error(f"{run.dir / submission2021.zip_name(track)}: missing, so this run's {track} cannot be offered")
@@ -110,5 +126,5 @@ def offer_zips(run: Run, dataset: Dataset2021, key: str) -> None:
         st.download_button(f"Download {path.name}", path.read_bytes, file_name=path.name, mime="application/zip",
                            type="primary", key=f"{key}_download_{track}")  # fmt: skip
     left_out = [subject_name(s) for s in dataset.subjects if s not in run_subjects]
-    if left_out and run.config.get("tracks"):
+    if left_out and run_tracks(run):
         st.warning(f"Left out of this run: {', '.join(left_out)}. The challenge scores every subject of the dataset.")

@@ -3,8 +3,8 @@
 * ``summary_table_2021``: one row per run, its whole-brain median r and per track the 2021
   leaderboard score and the noise-normalised score (%).
 * ``roi_table_2021``: every run's per-ROI table stacked (per track and ROI instead of per hemisphere).
-* ``finished_runs_2021``: the done runs holding a subject, on any data directory (the Compare page's
-  side-by-side view), newest first.
+* ``finished_runs_2021``: the done runs (2021 pipeline runs and searches) holding a subject, on any data
+  directory (the Compare page's side-by-side view), newest first.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from core.algonauts2021.dataset import TRACKS, subject_name
+from core.algonauts2021.dataset import TRACKS, is_2021_layout, subject_name
 from core.algonauts2021.pipeline import TASK_KIND, read_roi_table
 from core.algonauts2023.compare import RUN_COLUMNS, describe_run
 from core.runs import artifacts, workers
@@ -24,10 +24,11 @@ ROI_COLUMNS_2021 = ("track", "roi", "n_voxels", "median_r", "mean_r", "median_no
 
 
 def finished_runs_2021(store: RunStore, subject: int | None = None) -> list[Run]:
-    """Done 2021 pipeline runs (holding ``subject`` when given), newest first."""
+    """Done 2021 pipeline runs and searches on a 2021 dataset (holding ``subject`` when given), newest first."""
     kinds = {TASK_KIND, *(old for old, new in ALIASES.items() if new == TASK_KIND)}
     return [r for r in workers.list_runs(store, status="done")
-            if r.kind in kinds and (subject is None or subject in (r.config.get("subjects") or []))]  # fmt: skip
+            if (r.kind in kinds or r.kind == "search" and is_2021_layout(r.config["data"]))
+            and (subject is None or subject in (r.config.get("subjects") or []))]  # fmt: skip
 
 
 def summary_table_2021(runs: Sequence[Run], subject: int) -> pd.DataFrame:

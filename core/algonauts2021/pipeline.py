@@ -17,7 +17,8 @@ ROI) and summarised per ROI; the full track is the whole brain. It writes::
 
 In the run store, a run of kind :data:`TASK_KIND` (``"pipeline2021"``) executes
 :func:`run_task`; its config (:class:`Pipeline2021Config`) is checked before the run is queued.
-``read_roi_table``, ``wb_accuracy_image`` and ``list_runs_2021`` read results back for the pages.
+``read_roi_table``, ``wb_accuracy_image`` and ``list_runs_2021`` (searches on a 2021 dataset too) read results
+back for the pages.
 """
 
 from __future__ import annotations
@@ -343,12 +344,16 @@ def roi_val_r(out: str | os.PathLike, subject: Subject2021, roi: str) -> np.ndar
 
 def list_runs_2021(store: RunStore, data_root: str | os.PathLike, *, status: str | Sequence[str] | None = None,
                    subject: int | None = None) -> list[Run]:
-    """Runs of :data:`TASK_KIND` in ``store`` on the data directory
-    ``data_root`` (optionally with ``status``, and holding ``subject``), newest first."""
+    """Runs on the data directory ``data_root`` (optionally with ``status``, and holding ``subject``), newest
+    first: 2021 pipeline runs (:data:`TASK_KIND`, their config names it ``data_dir``) and searches (``"search"``,
+    ``data``), whose result folders are alike (``core.search.layouts.Layout2021`` writes them with this
+    module's writers)."""
     root = str(Path(data_root).expanduser().resolve())
-    kinds = {TASK_KIND, *(old for old, new in ALIASES.items() if new == TASK_KIND)}
+    key = {TASK_KIND: "data_dir", **{old: "data_dir" for old, new in ALIASES.items() if new == TASK_KIND},
+           "search": "data"}  # fmt: skip
     return [r for r in workers.list_runs(store, status=status)
-            if r.kind in kinds and r.config.get("data_dir") == root and (subject is None or subject in (r.config.get("subjects") or []))]
+            if r.kind in key and r.config.get(key[r.kind]) == root
+            and (subject is None or subject in (r.config.get("subjects") or []))]  # fmt: skip
 
 
 def wb_accuracy_image(out: str | os.PathLike, subject: Subject2021):
