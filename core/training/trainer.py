@@ -63,8 +63,9 @@ class TrainConfig(FeatureConfig):
     softmax-weighted (77.3) layer latents instead of their mean, 128 (75.4) or 512 (77.1) latents,
     dropout 0.4 or 0.75, weight decay 0.1, 0.25 or 1.0, an EMA of the weights (decay 0.99: 77.0),
     ``features.6`` unpooled (-0.3), per-channel standardisation; averaging 3 models seeded apart 79.6
-    (at 16 epochs, 4 models +0.5) and ``ensemble`` 2 79.6, so it stays 1. The defaults on the 3-subject demo (the real
-    ``train`` command, fresh caches): 79.1 vs ridge's 65.7, in 685 s (1.3x ridge's 524 s), 1.3 GB.
+    (at 16 epochs, 4 models +0.5) and ``ensemble`` 2 79.6, so it stays 1. The defaults on the 3-subject
+    demo (the real ``train`` command, fresh caches): 79.1 vs ridge's 65.7, in 685 s (1.3x ridge's 524 s),
+    1.3 GB.
     """
 
     reduction: str = "none"  # activations are not reduced: the readout learns the spatial pooling
