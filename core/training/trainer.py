@@ -215,7 +215,8 @@ def epoch_batches(subjects: list[Subject], batch_size: int, seed: int, phase: in
 def run_epoch(model, opt, scaler, sources, targets, batches, device, precision: str,
               step_done: Callable[[int, float], None] | None = None) -> list[float]:
     """One pass over ``batches`` (``(subject, rows)``): MSE on the standardised responses (the mean of an
-    ensemble's members' own), one optimiser step per batch (``precision`` "bf16" / "fp16": autocast on CUDA). Returns the batch losses."""
+    ensemble's members' own), one optimiser step per batch (``precision`` "bf16" / "fp16": autocast on
+    CUDA). Returns the batch losses."""
     import torch
 
     model.train()
@@ -249,7 +250,7 @@ def _predict(model, source, rows: np.ndarray, subject: int, batch_size: int, dev
 
 
 def val_metric(subjects: list[Subject]) -> str:
-    """What the validation score is: ``"noise-normalised"`` when every subject has a noise ceiling, else ``"mean r"``."""
+    """The validation score's kind: ``"noise-normalised"`` when every subject has a noise ceiling, else ``"mean r"``."""
     return "noise-normalised" if all(sub.noise_ceiling is not None for sub in subjects) else "mean r"
 
 
@@ -462,8 +463,8 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
             f"noise-normalised {metrics[sub.name]['noise_normalized']}")
     build_submission(artifacts.submission_file(out), predictions, ds)
     timings["predict"] = round(time.perf_counter() - t0, 3)
-    metrics["training"] = {"curve": curve, "best": {**{k: best[k] for k in ("score", "phase", "epoch")}, "metric": metric},
-                           "config": cfg.to_dict()}
+    best_of = {**{k: best[k] for k in ("score", "phase", "epoch")}, "metric": metric}
+    metrics["training"] = {"curve": curve, "best": best_of, "config": cfg.to_dict()}
     metrics["seconds"] = {**timings, "total": round(time.perf_counter() - start, 3)}
     artifacts.write_summary(out, metrics)
     report(progress, 1.0, "done")
