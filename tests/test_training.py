@@ -11,7 +11,7 @@ import torch
 
 from core.cli import main
 from core.runs import artifacts, kinds
-from core.training.model import FactorizedReadout, GroupEncoder, group_pca, pool_factor
+from core.training.model import Ensemble, FactorizedReadout, GroupEncoder, group_pca, pool_factor
 from core.training.trainer import TrainConfig, train, train_task
 from core.util.errors import UserError
 from tests.conftest import make_tiny_dataset
@@ -64,6 +64,45 @@ def test_group_pca_is_orthonormal_and_subjects_read_their_vertices():
     assert single.rank == 0  # one subject: only the shared map
 
 
+def test_ensemble_members_learn_as_they_would_alone():
+    comp = np.linalg.qr(np.random.default_rng(0).standard_normal((6, 4)))[0].T.astype(np.float32)
+    torch.manual_seed(0)
+    members = [GroupEncoder([(3, 5)], comp, [np.arange(6)], latents=4, dropout=0.0) for _ in range(2)]
+    ens = Ensemble(members)
+    acts, y = [torch.randn(8, 3, 5)], torch.randn(8, 6)
+    pred = ens(acts, 0)
+    assert pred.shape == (2, 8, 6)
+    torch.nn.functional.mse_loss(pred, y.expand_as(pred)).backward()
+    alone = GroupEncoder([(3, 5)], comp, [np.arange(6)], latents=4, dropout=0.0)
+    alone.load_state_dict(members[1].state_dict())
+    torch.nn.functional.mse_loss(alone(acts, 0), y).backward()
+    grads = [(name, p.grad, q.grad) for (name, p), q in zip(members[1].named_parameters(), alone.parameters())
+             if q.grad is not None]  # one subject: the subject maps have rank 0 and no gradient
+    assert {name for name, _, _ in grads} >= {"shared.weight", "readouts.0.channel", "readouts.0.spatial"}
+    for name, g, g_alone in grads:
+        torch.testing.assert_close(2 * g, g_alone, msg=name)  # the 1/N scale only
+    ens.eval()
+    torch.testing.assert_close(ens(acts, 0), (members[0].eval()(acts, 0) + members[1].eval()(acts, 0)) / 2)
+
+
+@pytest.mark.slow
+def test_best_state_is_chosen_by_the_noise_normalised_score(tmp_path, cache):
+    ds = make_tiny_dataset(tmp_path / "d", subjects=(1,), n_train=24, n_test=2)
+    rng = np.random.default_rng(1)
+    (ds / "noise_ceiling" / "subj01").mkdir(parents=True)
+    for hemi, n in (("lh", 30), ("rh", 40)):
+        np.save(ds / "noise_ceiling" / "subj01" / f"{hemi}.npy", rng.uniform(1, 60, n).astype(np.float32))
+    cfg = TrainConfig(data=str(ds), subjects=[1], **{**TINY, "epochs": 4, "ensemble": 2}).checked()
+    metrics = train(cfg, tmp_path / "run")
+    curve, best = metrics["training"]["curve"], metrics["training"]["best"]
+    assert {c["val_metric"] for c in curve} == {"noise-normalised"} and best["metric"] == "noise-normalised"
+    assert best["score"] == max(c["val_score"] for c in curve)
+    assert best["epoch"] == max(curve, key=lambda c: c["val_score"])["epoch"]
+    # the reported score is the best state's, the same number early stopping compared
+    assert metrics["subj01"]["noise_normalized"] == pytest.approx(best["score"], abs=1e-4)
+    assert {k.split(".")[1] for k in artifacts.read_checkpoint(tmp_path / "run")["head"]} == {"0", "1"}  # members
+
+
 @pytest.mark.slow
 def test_train_writes_pipeline_layout_submission_and_curve(data, cache, tmp_path):
     cfg = TrainConfig(data=str(data), subjects=[1, 2], **TINY).checked()
@@ -81,7 +120,8 @@ def test_train_writes_pipeline_layout_submission_and_curve(data, cache, tmp_path
     assert metrics["training"]["curve"] == curve
     with zipfile.ZipFile(artifacts.submission_file(out)) as z:
         assert any("subj02" in n for n in z.namelist())
-    assert json.loads((out / "metrics.json").read_text())["training"]["best"]["phase"] == 1
+    best = json.loads((out / "metrics.json").read_text())["training"]["best"]
+    assert best["phase"] == 1 and best["metric"] == "mean r"  # no noise ceilings shipped
 
 
 def _numbers(curve):
@@ -147,6 +187,16 @@ def test_cli_trains_and_moves_results_into_out(data, cache, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "submission.zip", "training_curve.json"]
     assert not list(tmp_path.glob(".out*"))  # the work folder is gone
+
+
+def test_cli_defaults_are_the_configs():
+    from core.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--data", "d", "--subjects", "1", "--model", "m", "--layers", "l",
+                                      "--out", "o"])
+    for name, default in TrainConfig.__dataclass_fields__.items():
+        if hasattr(args, name) and name not in ("data", "subjects", "model", "layers", "weights", "device"):
+            assert getattr(args, name) == default.default, name
 
 
 def test_train_is_a_run_kind_with_checked_config(data):

@@ -77,8 +77,9 @@ def _default_weights(model: str) -> str:
 def curve_frame(run: Run) -> pd.DataFrame:
     """The run's training curve so far: one row per epoch (``step`` counts epochs over both phases)."""
     curve = artifacts.read_training_curve(run.dir)
-    frame = pd.DataFrame([{k: c[k] for k in ("phase", "epoch", "train_loss", "val_score")} for c in curve],
-                         columns=["phase", "epoch", "train_loss", "val_score"])
+    frame = pd.DataFrame([{**{k: c[k] for k in ("phase", "epoch", "train_loss", "val_score")},
+                           "val_metric": c.get("val_metric", "mean r")} for c in curve],
+                         columns=["phase", "epoch", "train_loss", "val_score", "val_metric"])
     frame.insert(0, "step", range(1, len(frame) + 1))
     return frame
 
@@ -92,7 +93,7 @@ def details(run: Run) -> None:
         c1, c2 = st.columns(2)
         c1.markdown("**Training loss** (MSE, standardised responses)")
         c1.line_chart(frame, x="step", y="train_loss", height=220)
-        c2.markdown("**Validation score** (mean r over subjects' vertices)")
+        c2.markdown(f"**Validation score** ({frame['val_metric'].iloc[-1]}, mean over subjects)")
         c2.line_chart(frame, x="step", y="val_score", height=220)
         best = frame.loc[frame["val_score"].idxmax()]
         st.caption(f"{len(frame)} epochs so far; best: phase {int(best['phase'])} epoch {int(best['epoch'])} "

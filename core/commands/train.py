@@ -39,21 +39,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "from its checkpoint when the same command is run again")
     p.add_argument("--force", action="store_true", help=outdir.FORCE_HELP)
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    p.add_argument("--epochs", type=int, default=16,
-                   help="phase-1 epochs at most: the cosine schedule's length (early stopping; default 16)")
+    p.add_argument("--epochs", type=int, default=32,
+                   help="phase-1 epochs at most: the cosine schedule's length (early stopping; default 32)")
     p.add_argument("--finetune-blocks", type=int, default=0, help="phase 2: unfreeze the last N trunk blocks (default 0: no phase 2)")
     p.add_argument("--finetune-epochs", type=int, default=3, help="phase-2 epochs at most (default 3)")
     p.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
-    p.add_argument("--batch-size", type=int, default=64, help="default 64")
-    p.add_argument("--lr", type=float, default=3e-3, help="phase-1 learning rate (default 3e-3)")
+    p.add_argument("--batch-size", type=int, default=32, help="default 32")
+    p.add_argument("--lr", type=float, default=6e-3, help="phase-1 learning rate (default 6e-3)")
     p.add_argument("--finetune-lr", type=float, default=1e-5, help="phase-2 learning rate (default 1e-5)")
     p.add_argument("--weight-decay", type=float, default=0.5, help="AdamW weight decay of the head (default 0.5)")
     p.add_argument("--dropout", type=float, default=0.6, help="dropout on the latents (default 0.6)")
     p.add_argument("--latents", type=int, default=256, help="readout latents per layer (default 256)")
     p.add_argument("--max-positions", type=int, default=196,
                    help="square maps with more positions are average-pooled to at most this many (default 196)")
-    p.add_argument("--embedding-dim", type=int, default=512, help="group-PCA components of the output (default 512)")
+    p.add_argument("--embedding-dim", type=int, default=128, help="group-PCA components of the output (default 128)")
     p.add_argument("--subject-rank", type=int, default=16, help="rank of each subject's own map (default 16)")
+    p.add_argument("--ensemble", type=int, default=1,
+                   help="encoders trained side by side from different initialisations, predictions averaged "
+                        "(each costs about one more model's epochs; default 1)")
     p.add_argument("--patience", type=int, default=6, help="early stopping patience in epochs (default 6)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out validation fraction (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="default 0")
@@ -73,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, finetune_blocks=args.finetune_blocks, finetune_epochs=args.finetune_epochs,
         batch_size=args.batch_size, lr=args.lr, finetune_lr=args.finetune_lr, weight_decay=args.weight_decay,
         dropout=args.dropout, latents=args.latents, max_positions=args.max_positions,
-        embedding_dim=args.embedding_dim, subject_rank=args.subject_rank, patience=args.patience, val_fraction=args.val_fraction,
+        embedding_dim=args.embedding_dim, subject_rank=args.subject_rank, ensemble=args.ensemble,
+        patience=args.patience, val_fraction=args.val_fraction,
     ).checked()
     out = outdir.prepare_out(args.out, args.force)  # the work folder beside it resumes a killed run
     work = outdir.make_dir(out.parent / f".{out.name}.train", out)
@@ -86,6 +90,6 @@ def run(args: argparse.Namespace) -> int:
         nn = "n/a" if m["noise_normalized"] is None else f"{m['noise_normalized']:.1f}%"
         print(f"{name}: median r lh {m['lh_median_r']:.3f}, rh {m['rh_median_r']:.3f}; noise-normalised {nn}")
     best = metrics["training"]["best"]
-    print(f"best: phase {best['phase']} epoch {best['epoch']} (val mean r {best['score']:.4f})")
+    print(f"best: phase {best['phase']} epoch {best['epoch']} (val {best['metric']} {best['score']:.4f})")
     print(f"wrote {out / SUBMISSION} and {out / METRICS} in {metrics['seconds']['total']:.0f} s")
     return 0

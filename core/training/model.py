@@ -7,6 +7,8 @@
   ``D -> r -> K`` (none for a single subject: there is nothing shared to separate).
 * A frozen group-PCA embedding ``K -> vertices``: components of all selected subjects' training
   responses placed in fsaverage space (:func:`group_pca`); each subject reads its own vertices.
+* :class:`Ensemble`: several such encoders, initialised differently, trained side by side; it
+  predicts their mean.
 """
 
 from __future__ import annotations
@@ -88,6 +90,24 @@ class GroupEncoder(nn.Module):
         if self.rank:
             h = h + (z @ self.subject_in[subject]) @ self.subject_out[subject]
         return h @ getattr(self, f"embedding_{subject}")
+
+
+class Ensemble(nn.Module):
+    """Independently initialised :class:`GroupEncoder` members trained side by side on the same batches.
+
+    In training mode ``forward`` gives every member's prediction ``(N, B, V)``, so a mean squared error
+    against the broadcast targets is the mean of the members' own losses: no gradient couples them
+    (each learns as it would alone; Adam's steps do not depend on the 1/N). In eval mode it gives
+    their mean ``(B, V)``.
+    """
+
+    def __init__(self, members: list[GroupEncoder]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, acts: list[torch.Tensor], subject: int) -> torch.Tensor:
+        out = torch.stack([m(acts, subject) for m in self.members])
+        return out if self.training else out.mean(0)
 
 
 def group_pca(responses: list[np.ndarray], vertex_index: list[np.ndarray], n_group: int, n_components: int,
