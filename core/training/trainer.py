@@ -71,7 +71,8 @@ class TrainConfig(FeatureConfig):
     ``features.6`` unpooled (-0.3), per-channel standardisation; averaging 3 models seeded apart 79.6
     (at 16 epochs, 4 models +0.5) and ``ensemble`` 2 79.6, so it stays 1. The defaults on the 3-subject
     demo (the real ``train`` command, fresh caches): 79.1 vs ridge's 65.7, in 685 s (1.3x ridge's 524 s),
-    1.3 GB. ``ridge_head`` (the real command, 2,000 images): the network's 79.54 blended to 79.86, 2.5 s.
+    1.3 GB. ``ridge_head`` (the real command, 2,000 images): the network's 79.54 blended to 79.86, 2.5 s;
+    3-subject demo 79.06 to 79.45, 5.2 s.
     """
 
     reduction: str = "none"  # activations are not reduced: the readout learns the spatial pooling
