@@ -12,7 +12,7 @@ import torch
 from core.cli import main
 from core.runs import artifacts, kinds
 from core.training.model import Ensemble, FactorizedReadout, GroupEncoder, group_pca, pool_factor
-from core.training.trainer import TrainConfig, train, train_task
+from core.training.trainer import TrainConfig, blend, train, train_task
 from core.util.errors import UserError
 from tests.conftest import make_tiny_dataset
 
@@ -98,8 +98,10 @@ def test_best_state_is_chosen_by_the_noise_normalised_score(tmp_path, cache):
     assert {c["val_metric"] for c in curve} == {"noise-normalised"} and best["metric"] == "noise-normalised"
     assert best["score"] == max(c["val_score"] for c in curve)
     assert best["epoch"] == max(curve, key=lambda c: c["val_score"])["epoch"]
-    # the reported score is the best state's, the same number early stopping compared
-    assert metrics["subj01"]["noise_normalized"] == pytest.approx(best["score"], abs=1e-4)
+    # the network's score is the best state's, the same number early stopping compared; the reported one the blend's
+    head = metrics["training"]["ridge_head"]
+    assert head["network"] == pytest.approx(best["score"], abs=1e-4) and head["metric"] == "noise-normalised"
+    assert metrics["subj01"]["noise_normalized"] == pytest.approx(head["blend"], abs=1e-4)
     assert {k.split(".")[1] for k in artifacts.read_checkpoint(tmp_path / "run")["head"]} == {"0", "1"}  # members
 
 
@@ -122,6 +124,48 @@ def test_train_writes_pipeline_layout_submission_and_curve(data, cache, tmp_path
         assert any("subj02" in n for n in z.namelist())
     best = json.loads((out / "metrics.json").read_text())["training"]["best"]
     assert best["phase"] == 1 and best["metric"] == "mean r"  # no noise ceilings shipped
+
+
+def test_blend_scales_ridge_to_the_network_and_weighs_them_equally():
+    rng = np.random.default_rng(0)
+    net, ridge = rng.normal(size=(20, 5)), 0.1 * rng.normal(size=(20, 5))  # ridge shrunk 10x
+    np.testing.assert_allclose(blend(net, ridge), 0.5 * (net + ridge * net.std(0) / ridge.std(0)), rtol=1e-5)
+    np.testing.assert_allclose(blend(net, np.zeros_like(net)), 0.5 * net, rtol=1e-6)  # a flat ridge adds nothing
+
+
+@pytest.mark.slow
+def test_ridge_head_is_fitted_without_the_validation_rows_and_its_blend_reported(data, cache, tmp_path, monkeypatch):
+    from core.training import trainer
+
+    fitted = []
+    real_fit = trainer.RidgeCV.fit
+
+    def fit(self, X, Y, *a, **k):
+        fitted.append(np.array(Y))
+        return real_fit(self, X, Y, *a, **k)
+
+    monkeypatch.setattr(trainer.RidgeCV, "fit", fit)
+    cfg = TrainConfig(data=str(data), subjects=[1, 2], **TINY).checked()
+    on = train(cfg, tmp_path / "on")
+    subjects, _, _ = trainer._load_subjects(cfg)
+    assert len(fitted) == 2  # one per subject, on its own vertices and fit rows only
+    for Y, sub in zip(fitted, subjects):
+        np.testing.assert_array_equal(Y, sub.responses[sub.fit_rows])
+    head = on["training"]["ridge_head"]
+    assert head["network"] == pytest.approx(on["training"]["best"]["score"], abs=1e-6) and head["weight"] == 0.5
+    val_r = [np.concatenate([artifacts.read_part(tmp_path / "on" / s, h, "val_r") for h in ("lh", "rh")])
+             for s in ("subj01", "subj02")]
+    assert head["blend"] == pytest.approx(np.mean([np.nanmean(r) for r in val_r]), abs=1e-5)  # reported = blend
+    assert head["blend"] != pytest.approx(head["network"], abs=1e-6)
+    # off: the same network (the checkpoint is reused, no epoch retrained), its own predictions reported
+    logs: list[str] = []
+    off = train(TrainConfig(**{**cfg.to_dict(), "ridge_head": False}), tmp_path / "on", log=logs.append)
+    assert len(fitted) == 2 and "blend" not in off["training"]["ridge_head"]
+    assert not any(m.startswith("phase 1 epoch") for m in logs)
+    assert off["training"]["ridge_head"]["network"] == pytest.approx(head["network"], abs=1e-6)
+    val_r = [np.concatenate([artifacts.read_part(tmp_path / "on" / s, h, "val_r") for h in ("lh", "rh")])
+             for s in ("subj01", "subj02")]
+    assert head["network"] == pytest.approx(np.mean([np.nanmean(r) for r in val_r]), abs=1e-5)
 
 
 def _numbers(curve):

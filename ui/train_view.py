@@ -1,5 +1,5 @@
 """The ``train`` run kind in the runs panel (``ui.runs_panel``): a launch form (subjects, trunk, layers,
-epochs, fine-tuning) and, for a train run, its live loss and validation curves plus "resume" for a
+epochs, fine-tuning, ridge head) and, for a train run, its live loss and validation curves plus "resume" for a
 cancelled or failed one.
 
 Everything here works through ``core``: configs are :class:`core.training.trainer.TrainConfig`, runs
@@ -58,12 +58,16 @@ def form(key: str) -> Launch | None:
     ft_epochs = d3.number_input("Epochs (phase 2)", 0, 100, 3, key=f"{key}_finetune_epochs", disabled=not blocks)
     resolution = d4.number_input("Resolution (px)", 32, 1024, 224, step=16, key=f"{key}_resolution")
     device = d5.selectbox("Device", list(DEVICES), key=f"{key}_device")
+    ridge_head = st.checkbox("Ridge head", TrainConfig.ridge_head, key=f"{key}_ridge_head",
+                             help="After training, blend a per-vertex RidgeCV on the trained latents (alphas "
+                                  "chosen on the training rows) into the predictions.")
     if not (subjects and layers):
         st.caption("Choose at least one subject and one layer.")
         return None
     config = TrainConfig(data=str(ds.root), subjects=list(subjects), model=model, weights=weights,
                          layers=list(layers), epochs=int(epochs), finetune_blocks=int(blocks),
-                         finetune_epochs=int(ft_epochs), resolution=int(resolution), device=DEVICES[device])
+                         finetune_epochs=int(ft_epochs), resolution=int(resolution), device=DEVICES[device],
+                         ridge_head=bool(ridge_head))
     return Launch(KIND, [config.to_dict()])
 
 

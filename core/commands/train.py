@@ -59,6 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(each costs about one more model's epochs; default 1)")
     p.add_argument("--patience", type=int, default=6, help="early stopping patience in epochs (default 6)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out validation fraction (default 0.1)")
+    p.add_argument("--no-ridge-head", dest="ridge_head", action="store_false",
+                   help="skip the ridge head (a per-vertex RidgeCV on the trained latents blended into the predictions)")
     p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, finetune_lr=args.finetune_lr, weight_decay=args.weight_decay,
         dropout=args.dropout, latents=args.latents, max_positions=args.max_positions,
         embedding_dim=args.embedding_dim, subject_rank=args.subject_rank, ensemble=args.ensemble,
-        patience=args.patience, val_fraction=args.val_fraction,
+        patience=args.patience, val_fraction=args.val_fraction, ridge_head=args.ridge_head,
     ).checked()
     out = outdir.prepare_out(args.out, args.force)  # the work folder beside it resumes a killed run
     work = outdir.make_dir(out.parent / f".{out.name}.train", out)
@@ -91,5 +93,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name}: median r lh {m['lh_median_r']:.3f}, rh {m['rh_median_r']:.3f}; noise-normalised {nn}")
     best = metrics["training"]["best"]
     print(f"best: phase {best['phase']} epoch {best['epoch']} (val {best['metric']} {best['score']:.4f})")
+    head = metrics["training"]["ridge_head"]
+    if "blend" in head:
+        print(f"ridge head: val {head['metric']} {head['network']:.4f} (network) -> {head['blend']:.4f} (blend)")
     print(f"wrote {out / SUBMISSION} and {out / METRICS} in {metrics['seconds']['total']:.0f} s")
     return 0
