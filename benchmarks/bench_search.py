@@ -127,6 +127,7 @@ def bench_2021(a) -> dict:
         report["devkit"][layer] = {"mini_mean_r": round(float(np.mean(list(per.values()))), 4), "per_subject": per,
                                    "seconds": round(wall, 1)}
     out = a.work / f"search2021_{a.trials}_{'-'.join(a.estimators or ['all'])}"
+    since = time.time()
     wall = _run(["search", "--data", a.data, *common, "--layers", *LAYERS, "--trials", str(a.trials),
                  "--jobs", str(a.jobs), "--out", str(out), "--frames", *map(str, a.frames),
                  *(["--estimators", *a.estimators] if a.estimators else [])])
@@ -139,15 +140,20 @@ def bench_2021(a) -> dict:
         per[subject.name] = mini_track_mean_r(subject, rs["mini_track"])
     best = max(v["mini_mean_r"] for v in report["devkit"].values())
     report["search"] = {"mini_mean_r": round(float(np.mean(list(per.values()))), 4), "per_subject": per,
-                        "seconds": round(wall, 1), **overhead(out, a.jobs)}
+                        "seconds": round(wall, 1), **overhead(out, a.jobs, since)}
     report["gain_vs_best_devkit_layer"] = round(report["search"]["mini_mean_r"] - best, 4)
     return report
 
 
-def overhead(out: Path, jobs: int) -> dict:
+def overhead(out: Path, jobs: int, since: float) -> dict:
+    """Trial fit time against the command's wall time, over the trials this command started (``since``: its
+    start, epoch seconds; a resumed study also holds the trials of earlier runs)."""
+    from datetime import datetime
+
     from core.runs import artifacts
 
-    rows = artifacts.read_trials(out)
+    rows = [r for r in artifacts.read_trials(out)
+            if r.get("started") and datetime.fromisoformat(r["started"]).timestamp() >= since - 1]
     fit = sum(r["fit_seconds"] or 0.0 for r in rows)
     sec = artifacts.read_metrics(out)["seconds"]
     return {"trials": len(rows), "states": {s: sum(r["state"] == s for r in rows) for s in {r["state"] for r in rows}},
@@ -237,6 +243,7 @@ def main() -> None:
                             "seconds": round(wall, 1)}
     if "search" not in a.skip:
         out = a.work / f"search_{a.scope}_{a.trials}_{'-'.join(a.estimators or ['all'])}_pool{a.pool_size}"
+        since = time.time()
         wall = _run(["search", "--data", a.data, *COMMON, "--layers", *LAYERS, "--trials", str(a.trials),
                      "--scope", a.scope, "--jobs", str(a.jobs), "--out", str(out), "--n-components", str(a.n_components),
                      "--pool-size", str(a.pool_size), *(["--estimators", *a.estimators] if a.estimators else []),
@@ -246,7 +253,7 @@ def main() -> None:
         summary = artifacts.read_metrics(out)["subj01"]
         report["search"] = {"cv_noise_normalized": summary["noise_normalized"], "seconds": round(wall, 1),
                             "holdout_noise_normalized": round(holdout_score(a.data, out, a.scope, a.n_components, a.pool_size), 3),
-                            "chosen": summary["scopes"], **overhead(out, a.jobs)}
+                            "chosen": summary["scopes"], **overhead(out, a.jobs, since)}
         if "banded" in report:
             report["gain_points"] = round(report["search"]["holdout_noise_normalized"]
                                           - report["banded"]["noise_normalized"], 3)

@@ -408,7 +408,7 @@ def winning_layers(subject, kind: str, url: str) -> dict[str, tuple[np.ndarray, 
 
 
 def trial_rows(url: str) -> list[dict]:
-    """Every trial of every study in the storage: subject, scope, parameters, CV score, state, seconds."""
+    """Every trial of every study in the storage: subject, scope, parameters, CV score, state, start, seconds."""
     import optuna
 
     st = storage(url)
@@ -421,6 +421,7 @@ def trial_rows(url: str) -> list[dict]:
             rows.append({
                 "subject": subject, "scope": scope, "trial": t.number, "state": t.state.name,
                 "cv_score": t.value, "folds": len(t.intermediate_values),
+                "started": None if t.datetime_start is None else t.datetime_start.isoformat(timespec="seconds"),
                 "seconds": None if t.duration is None else round(t.duration.total_seconds(), 4),
                 "fit_seconds": t.user_attrs.get("fit_seconds"),
                 **{k: params.get(k) for k in ("estimator", "layer", "reduction", "n_components", "pls_components",
