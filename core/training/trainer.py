@@ -250,15 +250,22 @@ def run_epoch(model, opt, scaler, sources, targets, batches, device, precision: 
     return [float(v) for v in losses]
 
 
-def _predict(model, source, rows: np.ndarray, subject: int, batch_size: int, device) -> np.ndarray:
+def _predict(model, source, rows: np.ndarray, subject: int, batch_size: int,
+             latents: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions of ``rows`` (eval mode, batches) and, with ``latents``, from the same pass over the source
+    (a fine-tuned trunk runs once), the latents the ridge head reads (an ensemble: its members' side by side)."""
     import torch
 
+    members = model.members if isinstance(model, Ensemble) else [model]
     model.eval()
-    out = []
+    preds, lats = [], []
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
-            out.append(model(source(rows[i:i + batch_size]), subject).float().cpu().numpy())
-    return np.concatenate(out)
+            x = source(rows[i:i + batch_size])
+            preds.append(model(x, subject).float().cpu().numpy())
+            if latents:
+                lats.append(torch.cat([m.latent(x) for m in members], 1).float().cpu().numpy())
+    return np.concatenate(preds), (np.concatenate(lats) if latents else None)
 
 
 def val_metric(subjects: list[Subject]) -> str:
@@ -270,24 +277,10 @@ def _validate(model, sources, subjects, batch_size, device) -> tuple[float, dict
     """(validation score, per-subject median r, per-subject r per vertex): the score as :func:`val_metric` says."""
     rs = []
     for s, sub in enumerate(subjects):
-        pred = _predict(model, sources[s], sub.val_rows, s, batch_size, device)
+        pred, _ = _predict(model, sources[s], sub.val_rows, s, batch_size)
         rs.append(pearson_r(sub.responses[sub.val_rows], pred))
     per_subject = {sub.name: float(np.nanmedian(r)) for sub, r in zip(subjects, rs)}
     return _score(subjects, rs), per_subject, rs
-
-
-def _latents(model, source, rows: np.ndarray, batch_size: int, device) -> np.ndarray:
-    """The latents the head reads (an ensemble: its members' side by side), ``(len(rows), L)``."""
-    import torch
-
-    members = model.members if isinstance(model, Ensemble) else [model]
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(rows), batch_size):
-            x = source(rows[i:i + batch_size])
-            out.append(torch.cat([m.latent(x) for m in members], 1).float().cpu().numpy())
-    return np.concatenate(out)
 
 
 def blend(net: np.ndarray, ridge: np.ndarray) -> np.ndarray:
@@ -486,15 +479,14 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
         log("ridge head skipped: too few fit rows for its cross-validation")
     for s, sub in enumerate(subjects):
         n_test = ds.subject(sub.number).n_test
-        val = _predict(model, val_sources[s], sub.val_rows, s, cfg.batch_size, device)
-        test = _predict(model, test_sources[s], np.arange(n_test), s, cfg.batch_size, device)
+        val, val_latents = _predict(model, val_sources[s], sub.val_rows, s, cfg.batch_size, use_head)
+        test, test_latents = _predict(model, test_sources[s], np.arange(n_test), s, cfg.batch_size, use_head)
         net_rs.append(pearson_r(sub.responses[sub.val_rows], val))
         if use_head:  # fitted on the fit rows' latents and responses only
             tr = time.perf_counter()
-            est = RidgeCV(cv=folds, seed=cfg.seed).fit(
-                _latents(model, val_sources[s], sub.fit_rows, cfg.batch_size, device), sub.responses[sub.fit_rows])
-            val = blend(val, est.predict(_latents(model, val_sources[s], sub.val_rows, cfg.batch_size, device)))
-            test = blend(test, est.predict(_latents(model, test_sources[s], np.arange(n_test), cfg.batch_size, device)))
+            _, fit_latents = _predict(model, val_sources[s], sub.fit_rows, s, cfg.batch_size, latents=True)
+            est = RidgeCV(cv=folds, seed=cfg.seed).fit(fit_latents, sub.responses[sub.fit_rows])
+            val, test = blend(val, est.predict(val_latents)), blend(test, est.predict(test_latents))
             alphas.append(float(np.median(est.best_alphas_)))
             timings["ridge_head"] = round(timings.get("ridge_head", 0.0) + time.perf_counter() - tr, 3)
         rs.append(pearson_r(sub.responses[sub.val_rows], val))
