@@ -14,10 +14,9 @@ from typing import Sequence
 import pandas as pd
 
 from core.algonauts2021.dataset import TRACKS, is_2021_layout, subject_name
-from core.algonauts2021.pipeline import TASK_KIND, read_roi_table
+from core.algonauts2021.pipeline import read_roi_table, run_data_2021
 from core.algonauts2023.compare import RUN_COLUMNS, describe_run
 from core.runs import artifacts, workers
-from core.runs.kinds import ALIASES
 from core.runs.store import Run, RunStore
 
 ROI_COLUMNS_2021 = ("track", "roi", "n_voxels", "median_r", "mean_r", "median_noise_normalized", "mean_nnc")
@@ -25,9 +24,8 @@ ROI_COLUMNS_2021 = ("track", "roi", "n_voxels", "median_r", "mean_r", "median_no
 
 def finished_runs_2021(store: RunStore, subject: int | None = None) -> list[Run]:
     """Done 2021 pipeline runs and searches on a 2021 dataset (holding ``subject`` when given), newest first."""
-    kinds = {TASK_KIND, *(old for old, new in ALIASES.items() if new == TASK_KIND)}
     return [r for r in workers.list_runs(store, status="done")
-            if (r.kind in kinds or r.kind == "search" and is_2021_layout(r.config["data"]))
+            if (data := run_data_2021(r)) is not None and (r.kind != "search" or is_2021_layout(data))
             and (subject is None or subject in (r.config.get("subjects") or []))]  # fmt: skip
 
 

@@ -342,18 +342,22 @@ def roi_val_r(out: str | os.PathLike, subject: Subject2021, roi: str) -> np.ndar
     return r if track == FULL_TRACK else TrackSubject(subject).split(track, r)[roi]
 
 
+def run_data_2021(run: Run) -> str | None:
+    """The data directory of a 2021 pipeline run (:data:`TASK_KIND`, its config's ``data_dir``) or of a search
+    (``"search"``, ``data``; on either challenge's layout), whose result folders are alike
+    (``core.search.layouts.Layout2021`` writes them with this module's writers); None for other kinds."""
+    kind = ALIASES.get(run.kind, run.kind)
+    key = {TASK_KIND: "data_dir", "search": "data"}.get(kind)
+    return None if key is None else run.config.get(key)
+
+
 def list_runs_2021(store: RunStore, data_root: str | os.PathLike, *, status: str | Sequence[str] | None = None,
                    subject: int | None = None) -> list[Run]:
-    """Runs on the data directory ``data_root`` (optionally with ``status``, and holding ``subject``), newest
-    first: 2021 pipeline runs (:data:`TASK_KIND`, their config names it ``data_dir``) and searches (``"search"``,
-    ``data``), whose result folders are alike (``core.search.layouts.Layout2021`` writes them with this
-    module's writers)."""
+    """Runs on the data directory ``data_root`` (:func:`run_data_2021`; optionally with ``status``, and holding
+    ``subject``), newest first."""
     root = str(Path(data_root).expanduser().resolve())
-    key = {TASK_KIND: "data_dir", **{old: "data_dir" for old, new in ALIASES.items() if new == TASK_KIND},
-           "search": "data"}  # fmt: skip
     return [r for r in workers.list_runs(store, status=status)
-            if r.kind in key and r.config.get(key[r.kind]) == root
-            and (subject is None or subject in (r.config.get("subjects") or []))]  # fmt: skip
+            if run_data_2021(r) == root and (subject is None or subject in (r.config.get("subjects") or []))]
 
 
 def wb_accuracy_image(out: str | os.PathLike, subject: Subject2021):
