@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.colors as pcolors
 import plotly.graph_objects as go
+from plotly.exceptions import PlotlyError
 
 from core.viz.surfaces import ICO_SIZES, Surface, SurfaceError
 
@@ -63,7 +64,7 @@ def colorscale(name: str) -> list[list]:
         return [[1 - p, c] for p, c in reversed(_CUSTOM[name[:-2]])]
     try:
         return [list(x) for x in pcolors.get_colorscale(name)]
-    except Exception:
+    except PlotlyError:  # plotly's one error for an unknown scale
         raise SurfaceError(f"unknown colour map '{name}' (try one of {', '.join(COLORMAPS)})") from None
 
 
