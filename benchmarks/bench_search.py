@@ -130,7 +130,8 @@ def bench_2021(a) -> dict:
     since = time.time()
     wall = _run(["search", "--data", a.data, *common, "--layers", *LAYERS, "--trials", str(a.trials),
                  "--jobs", str(a.jobs), "--out", str(out), "--frames", *map(str, a.frames),
-                 *(["--estimators", *a.estimators] if a.estimators else [])])
+                 *(["--estimators", *a.estimators] if a.estimators else []),
+                 *(["--timeout", str(a.timeout)] if a.timeout else [])])
     cfg = study.SearchConfig(data=a.data, subjects=list(ds.subjects), model="mobilenet_v2",
                              weights="imagenet-offline", layers=LAYERS, device="cpu", resolution=a.resolution,
                              frames=list(a.frames)).checked()

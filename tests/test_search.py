@@ -81,6 +81,29 @@ def test_search_writes_results_and_resumes(demo_root, env, tmp_path):
     assert artifacts.read_trials(out) == rows
 
 
+def test_time_limit_is_shared_by_subjects_and_leaves_what_the_assembly_needs(demo_root, env, tmp_path):
+    assert study.time_share(None, 2, 100.0) is None
+    assert study.time_share(160.0, 2, 100.0) == 130.0 and study.time_share(160.0, 1, 130.0) == 160.0
+    assert study.time_share(90.0, 2, 100.0) == 100.0  # past the limit: no time left, not negative
+    # a worker started after the deadline on class scopes: one finished trial for each hemisphere, no ROI class
+    out = tmp_path
+    cfg = study.SearchConfig(data=str(demo_root), subjects=[1], model="mobilenet_v2", weights="imagenet-offline",
+                             layers=["features.3", "features.6"], resolution=64, n_components=20, folds=3,
+                             scope="class", trials=5, estimators=["ridge"], device="cpu").checked()
+    layout = study.layout_of(cfg.data, [1])
+    subject = layout.subject(1)
+    names = [study.study_name(subject, sc) for sc in study.scopes(subject, "class")]
+    url = artifacts.study_storage(out)
+    study.prepare_studies(url, names, cfg)
+    spec = {"config": cfg.to_dict(), "subject": 1, "bank": study.bank_sources(cfg, layout, subject),
+            "storage": url, "out": str(out), "worker": 0, "deadline": 0.0}
+    assert study.work(spec) == 2
+    done = {r["scope"] for r in study.trial_rows(url) if r["state"] == "COMPLETE"}
+    assert done == {"lh", "rh"} and len(names) > 2
+    result = study.assemble(cfg, subject, space.Bank.open(spec["bank"]), out)  # ROI classes take their hemisphere's
+    assert set(result.info["search"]) == {"subj01/lh", "subj01/rh"}
+
+
 def rows_by(rows):
     return {(r["scope"], r["trial"]): r for r in rows}
 

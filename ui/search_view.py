@@ -122,7 +122,9 @@ def search_settings(key: str, n_train: int, fixed_scopes: str | None = None) -> 
         c2.markdown(f"**Scopes:** {fixed_scopes}")
     jobs = c3.number_input("Parallel workers", 1, 64, 1, key=f"{key}_jobs",
                            help="Local worker processes sharing the study; Ray tasks when $BES_RAY_ADDRESS is set.")
-    timeout = c4.number_input("Time limit (s, 0: none)", 0, 7 * 24 * 3600, 0, step=60, key=f"{key}_timeout")
+    timeout = c4.number_input("Time limit (s, 0: none)", 0, 7 * 24 * 3600, 0, step=60, key=f"{key}_timeout",
+                              help="No trial starts after this, shared evenly by the subjects; a hemisphere "
+                                   "(2021: every scope) without a finished trial still gets one.")
     d1, d2, d3, d4 = st.columns(4)
     estimators = d1.multiselect("Estimators", space.ESTIMATORS, default=list(space.ESTIMATORS),
                                 key=f"{key}_estimators")

@@ -39,7 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"output directory; one holding a search resumes it, otherwise {outdir.RULE}")
     p.add_argument("--force", action="store_true", help=outdir.FORCE_HELP)
     p.add_argument("--scope", choices=("roi", "class", "hemisphere"), default="roi", help="one study per ... (default roi)")
-    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="stop starting trials after S seconds, shared evenly by the subjects (a hemisphere, or a "
+                        "2021 scope, without a finished trial still gets one, so that the search assembles)")
     p.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--estimators", nargs="+", choices=ESTIMATOR_CHOICES, default=list(ESTIMATOR_CHOICES),

@@ -166,6 +166,18 @@ def _pruner():
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
 
 
+def needed(subject, scope: Scope) -> bool:
+    """Whether the assembly needs a finished trial of ``scope``: a part-wide scope, or any 2021 scope
+    (a 2023 ROI or class without one falls back to its hemisphere's)."""
+    return scope.name == scope.part or isinstance(subject, TrackSubject)
+
+
+def time_share(deadline: float | None, subjects_left: int, now: float) -> float | None:
+    """When the next subject's trials stop: the time left split evenly over the subjects still to search
+    (what one leaves unused goes to the next), so that a time limit leaves every subject with trials."""
+    return None if deadline is None else now + max(0.0, deadline - now) / subjects_left
+
+
 def _n_finished(study) -> int:
     import optuna
 
@@ -200,7 +212,8 @@ def work(spec: dict) -> int:
     """One worker: one trial at a time, round-robin over the scopes still short of ``trials`` finished ones.
 
     Round-robin (from a different scope per worker) keeps every scope moving, so that a time limit
-    leaves each scope with trials. A plain function of a dict, so that it runs in a local process
+    leaves each scope with trials; after the deadline a scope the assembly needs (:func:`needed`) still
+    gets trials until one has completed, so that a time-limited search always assembles. A plain function of a dict, so that it runs in a local process
     or as a Ray task. A local worker (``spec["parent"]``: the search's pid) whose search was killed
     stops after its trial. Returns the number of trials it ran.
     """
@@ -225,6 +238,12 @@ def work(spec: dict) -> int:
     def orphaned() -> bool:  # a local worker whose search was killed stops after its trial
         return spec.get("parent") is not None and os.getppid() != spec["parent"]
 
+    def wanted(scope: Scope) -> bool:
+        study = studies[scope.name]
+        if _n_finished(study) >= cfg.trials:
+            return False
+        return deadline is None or time.time() < deadline or (needed(subject, scope) and _best(study) is None)
+
     def objective(trial, scope: Scope):
         params = space.suggest(trial, bank, cfg.estimators)
         trial.set_user_attr("params", params)
@@ -245,15 +264,14 @@ def work(spec: dict) -> int:
         return res.score
 
     with threadpool_limits(spec.get("threads") or None):
-        while todo and (deadline is None or time.time() < deadline) and not orphaned():
+        while todo and not orphaned():
             for scope in list(todo):
-                if deadline is not None and time.time() >= deadline or orphaned():
+                if orphaned():
                     break
-                study = studies[scope.name]
-                if _n_finished(study) >= cfg.trials:
+                if not wanted(scope):
                     todo.remove(scope)
                     continue
-                study.optimize(lambda trial: objective(trial, scope), n_trials=1, gc_after_trial=False)
+                studies[scope.name].optimize(lambda trial: objective(trial, scope), n_trials=1, gc_after_trial=False)
                 ran += 1
     return ran
 
@@ -330,7 +348,7 @@ def assemble(cfg: SearchConfig, subject, bank: space.Bank, out: Path,
             study = optuna.load_study(study_name=study_name(subject, sc), storage=st)
             best = _best(study)
             if best is None:
-                if sc.name == hemi or len(mine) == 1 or isinstance(subject, TrackSubject):
+                if needed(subject, sc):
                     raise UserError(f"{subject.name} {sc.name}: no trial of this scope finished "
                                     "(raise --timeout or --trials)")
                 continue
@@ -467,8 +485,9 @@ def run_search(cfg: SearchConfig, out: Path, *, progress: Progress | None = None
             done = sum(min(cfg.trials, _n_finished(optuna.load_study(study_name=nm, storage=st))) for nm in names)
             report(scaled(step, 0.1, 0.9), done / total, f"{subject.name}: {done}/{total} trials")
 
+        share = time_share(deadline, n - i, time.time())
         specs = [{"config": cfg.to_dict(), "subject": s, "bank": bank_paths, "storage": url, "out": str(out),
-                  "worker": w, "deadline": deadline, "threads": threads} for w in range(cfg.jobs)]
+                  "worker": w, "deadline": share, "threads": threads} for w in range(cfg.jobs)]
         with timed(timings, "search", log):
             _run_workers(specs, poll)
         poll()
