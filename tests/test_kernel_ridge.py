@@ -8,6 +8,7 @@ import pytest
 from core.encoding.estimators import RidgeCV
 from core.encoding.fitting import make_estimator
 from core.encoding.kernel import KernelRidgeCV, MultipleKernelRidgeCV
+from core.encoding import pls_elasticnet
 from core.encoding.pls_elasticnet import PLS, ElasticNet
 from core.util.errors import UserError
 
@@ -49,7 +50,7 @@ def test_dual_holdout_and_auto_choice():
         KernelRidgeCV().predict(X)
 
 
-def test_pls_and_elasticnet_match_sklearn():
+def test_pls_and_elasticnet_match_sklearn(monkeypatch):
     from sklearn.cross_decomposition import PLSRegression
     from sklearn.linear_model import ElasticNet as SkElasticNet
 
@@ -62,6 +63,16 @@ def test_pls_and_elasticnet_match_sklearn():
     sk = SkElasticNet(alpha=0.05, l1_ratio=0.5, tol=1e-10, max_iter=10000).fit(Xz, Yz).predict(Xz)
     ours = ElasticNet(0.05, 0.5, max_iter=2000, tol=1e-9).fit(X, Y).predict(X)
     np.testing.assert_allclose(ours, sk * Y.std(0) + Y.mean(0), atol=1e-3)
+    # more features than rows (pooled layers): solved in the row space, still scikit-learn's PLS
+    wide = np.random.default_rng(1).standard_normal((40, 300))
+    y = wide[:, :4].sum(1) + np.random.default_rng(2).standard_normal(40)
+    np.testing.assert_allclose(PLS(5).fit(wide, y).predict(wide), PLSRegression(5).fit(wide, y).predict(wide).ravel(),
+                               atol=1e-4)
+    # each component's direction: Lanczos when both sides are large gives the Gram matrices' answer
+    S = np.random.default_rng(3).standard_normal((70, 90))
+    small = pls_elasticnet.dominant_direction(S)
+    monkeypatch.setattr(pls_elasticnet, "GRAM_MAX", 10)
+    assert abs(small @ pls_elasticnet.dominant_direction(S)) > 1 - 1e-9
     r = PLS(2).fit_holdout(X, Y, np.arange(0, 120, 4))
     assert r.shape == (3,) and np.all(np.isfinite(r))
     with pytest.raises(UserError):

@@ -5,10 +5,13 @@ scaling back into ``coef_`` / ``intercept_`` on raw features (the scikit-learn A
 :mod:`core.encoding.estimators`: ``fit``, ``fit_holdout``, ``predict``, ``score``).
 
 * :class:`PLS`: PLS2 by SIMPLS (de Jong 1993), one latent space shared by the vertices fitted
-  together (a whole ROI or hemisphere, as Lange fitted one per ROI). With ``S = X'Y`` the
-  components are eigenvectors of the deflated ``S S'`` (``p x p``: the cost does not grow with the
-  number of vertices beyond one ``p x p x t`` product), and the weights are ``R R' S``. For one
-  target it equals scikit-learn's ``PLSRegression``.
+  together (a whole ROI or hemisphere, as Lange fitted one per ROI). With ``S = X'Y`` (``p x t``)
+  deflated against the loadings so far, each component's weight is ``S``'s dominant left singular
+  vector: from the eigenvectors of the smaller of ``S S'`` and ``S'S``, or by Lanczos (``svds``) when
+  both sides are large; the weights are ``R R' S``. With more features than rows (pooled or
+  un-reduced layers) it runs on ``X = U diag(s) W'`` in the ``n``-dimensional coordinates ``U diag(s)``
+  (every PLS weight lies in ``X``'s row space) and maps the weights back by ``W``: exact, and the cost no
+  longer grows with ``p``. For one target it equals scikit-learn's ``PLSRegression``.
 * :class:`ElasticNet`: scikit-learn's ``ElasticNet`` objective
   ``1/(2n) |y - Xw|^2 + alpha l1_ratio |w|_1 + alpha (1 - l1_ratio) / 2 |w|^2`` per vertex, solved
   by covariance-form coordinate descent vectorised over vertices (one ``p x t`` update per
@@ -69,23 +72,41 @@ class PLS(_Standardised):
         k = int(self.n_components)
         if not 1 <= k <= min(n - 1, p):
             raise UserError(f"PLS: n_components must be between 1 and {min(n - 1, p)} (got {self.n_components})")
+        if p > n:  # the same PLS in the row space's coordinates
+            U, sv, Wt = np.linalg.svd(Xz, full_matrices=False)
+            return Wt.T @ self._solve(U * sv, Yz, progress)
         S0 = Xz.T @ Yz  # (p, t)
-        M = S0 @ S0.T  # (p, p): S S' deflated in place of S
+        S = S0.copy()  # deflated: (I - V V') S0
         R = np.zeros((p, k))
         V = np.zeros((p, k))
         for a in range(k):
-            _, vecs = np.linalg.eigh(M)
-            r = vecs[:, -1]
+            r = dominant_direction(S)
             score = Xz @ r
             r = r / max(np.linalg.norm(score), 1e-300)
             load = Xz.T @ (Xz @ r)
             v = load - V[:, :a] @ (V[:, :a].T @ load)
             v /= max(np.linalg.norm(v), 1e-300)
             R[:, a], V[:, a] = r, v
-            Mv = M @ v
-            M = M - np.outer(v, Mv) - np.outer(Mv, v) + (v @ Mv) * np.outer(v, v)
+            S -= np.outer(v, v @ S)
             report(progress, (a + 1) / (k + 1), f"PLS component {a + 1}/{k}")
         return R @ (R.T @ S0)
+
+
+GRAM_MAX = 2048  # up to this min(p, t), an eigendecomposition of the smaller Gram matrix; beyond, Lanczos
+
+
+def dominant_direction(S: np.ndarray) -> np.ndarray:
+    """The unit left singular vector of ``S``'s largest singular value (its sign is arbitrary)."""
+    p, t = S.shape
+    if min(p, t) <= GRAM_MAX:
+        if p <= t:
+            return np.linalg.eigh(S @ S.T)[1][:, -1]
+        u = S @ np.linalg.eigh(S.T @ S)[1][:, -1]
+    else:
+        from scipy.sparse.linalg import svds
+
+        u = svds(S, k=1, v0=np.full(min(p, t), min(p, t) ** -0.5))[0][:, 0]  # fixed start: deterministic
+    return u / max(np.linalg.norm(u), 1e-300)
 
 
 class ElasticNet(_Standardised):
