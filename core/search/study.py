@@ -213,9 +213,10 @@ def work(spec: dict) -> int:
 
     Round-robin (from a different scope per worker) keeps every scope moving, so that a time limit
     leaves each scope with trials; after the deadline a scope the assembly needs (:func:`needed`) still
-    gets trials until one has completed, so that a time-limited search always assembles. A plain function of a dict, so that it runs in a local process
-    or as a Ray task. A local worker (``spec["parent"]``: the search's pid) whose search was killed
-    stops after its trial. Returns the number of trials it ran.
+    gets trials until one has completed, so that a time-limited search always assembles. A plain
+    function of a dict, so that it runs in a local process or as a Ray task. A local worker
+    (``spec["parent"]``: the search's pid) whose search was killed stops after its trial. Returns the
+    number of trials it ran.
     """
     import optuna
     from threadpoolctl import threadpool_limits
