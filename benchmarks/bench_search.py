@@ -77,8 +77,10 @@ def holdout_r(cfg, out: Path, number: int, folds_seed: int = 0) -> tuple[object,
         for name in sorted((n for n in metrics["search"] if n in scopes), key=lambda n: -int(scopes[n].mask.sum())):
             params, mask = metrics["search"][name]["params"], scopes[name].mask
             X = bank.design(params, "train")
-            est = space.estimator(params, X, len(fit), cfg.backend, cfg.seed).fit(space.rows(X, fit), Y[fit][:, mask])
-            r[mask] = pearson_r(Y[val][:, mask], est.predict(space.rows(X, val)))
+            Ym = np.ascontiguousarray(Y[:, mask])
+            est = space.estimator(params, X, len(fit), cfg.backend, cfg.seed).fit(
+                space.rows(X, fit), space.train_targets(params, Ym, fit))
+            r[mask] = pearson_r(Ym[val], est.predict(space.rows(X, val)))
         out_r[part] = r
     return subject, out_r
 

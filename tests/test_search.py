@@ -144,7 +144,7 @@ def test_trials_are_cv_fits_on_bank_slices_and_get_pruned():
                             pruner=optuna.pruners.ThresholdPruner(lower=0.3))
 
     def objective(trial):
-        params = space.suggest(trial, bank, list(space.ESTIMATORS))
+        params = space.suggest(trial, bank, list(space.ESTIMATORS), Y.shape[1])
 
         def after_fold(k, value):
             trial.report(value, k)
@@ -158,6 +158,47 @@ def test_trials_are_cv_fits_on_bank_slices_and_get_pruned():
     assert "COMPLETE" in states and "PRUNED" in states
     assert all(len(t.intermediate_values) == 1 for t in s.trials if t.state.name == "PRUNED")
     assert s.best_value > 0.5
+
+
+def test_reduced_rank_trials_fit_the_responses_first_components():
+    """Responses driven by 2 factors plus noise: fitting their first 2 components scores higher (on the raw
+    responses) than fitting each vertex alone; every estimator takes the option; the final fit projects all rows."""
+    rng = np.random.default_rng(1)
+    layers = ["a", "b"]
+    train = {("pca", layer): rng.standard_normal((80, 40)).astype(np.float32) for layer in layers}
+    bank = space.Bank(layers, train, {k: v[:6] for k, v in train.items()})
+    factors = train["pca", "a"][:, :2] @ rng.standard_normal((2, 2))
+    Y = (factors @ rng.standard_normal((2, 200)) + 3.0 * rng.standard_normal((80, 200))).astype(np.float32)
+    splits = study.kfold_splits(80, 4, 0)
+    kernel = {"estimator": "kernel", "reduction": "pca", "kernel_weights": [1.0, 0.1]}
+    bases: dict = {}
+    full = space.cross_validate(kernel, bank, Y, splits, None, "numpy", 0)
+    low = space.cross_validate({**kernel, "response_rank": 2}, bank, Y, splits, None, "numpy", 0, bases=bases)
+    assert low.score > full.score + 0.05
+    assert len(bases) == 4 and all(b.shape == (60, 59) for b in bases.values())  # each fold's, for the largest rank
+    again = space.cross_validate({**kernel, "response_rank": 3}, bank, Y, splits, None, "numpy", 0, bases=bases)
+    assert len(bases) == 4 and again.score != low.score  # the folds' components were reused, sliced to 3
+    ridge = {"estimator": "ridge", "layer": "a", "n_components": 8}
+    assert (space.cross_validate({**ridge, "response_rank": 2}, bank, Y, splits, None, "numpy", 0).score
+            > space.cross_validate(ridge, bank, Y, splits, None, "numpy", 0).score + 0.05)
+    # the final fit: every row's responses projected onto their own first 2 components
+    est = space.fit_final({**kernel, "response_rank": 2}, bank, Y, low.alphas, "numpy", 0)
+    Yc = Y - Y.mean(0)
+    u, sv, vt = np.linalg.svd(Yc, full_matrices=False)
+    target = (u[:, :2] * sv[:2]) @ vt[:2] + Y.mean(0)
+    direct = space.estimator(kernel, bank.design(kernel, "train"), 80, "numpy", 0).fit_chosen(
+        bank.kernels("pca"), target.astype(np.float32), low.alphas)
+    np.testing.assert_allclose(est.predict(bank.design(kernel, "test")), direct.predict(bank.design(kernel, "test")),
+                               rtol=1e-3, atol=1e-4)
+    assert space.describe({**kernel, "response_rank": 2}).endswith("rank 2")
+    # the space offers it, capped by the scope's size
+    s = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    ranks = []
+    for _ in range(30):
+        trial = s.ask()
+        ranks.append(space.suggest(trial, bank, ["ridge"], 5).get("response_rank"))
+        s.tell(trial, 0.0)
+    assert None in ranks and {r for r in ranks if r} <= set(range(2, 6)) and any(ranks)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -243,7 +284,7 @@ def test_live_view_of_a_search(demo_root, tmp_path):
                                 sampler=optuna.samplers.RandomSampler(seed=len(name)))
         for _ in range(6):
             trial = s.ask()
-            trial.set_user_attr("params", space.suggest(trial, bank, ["ridge", "pls"]))
+            trial.set_user_attr("params", space.suggest(trial, bank, ["ridge", "pls"], 50))
             s.tell(trial, float(rng.uniform(10, 60)))
     at = AppTest.from_function(_view_app, args=(str(tmp_path), str(demo_root)), default_timeout=60).run()
     assert not at.exception, at.exception

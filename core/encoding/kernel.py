@@ -125,11 +125,14 @@ def _val_r(pred: np.ndarray, yv: np.ndarray) -> np.ndarray:
 
 
 def fold_scores(kern: LinearKernels, tr: np.ndarray, va: np.ndarray, Y: np.ndarray, alphas: np.ndarray,
-                weights: np.ndarray | None = None) -> np.ndarray:
+                weights: np.ndarray | None = None, Y_train: np.ndarray | None = None) -> np.ndarray:
     """Validation r of every alpha on one fold, ``(n_alphas, n_vertices)``: one eigendecomposition.
 
-    ``tr``, ``va``: rows of ``kern`` and ``Y``; ``weights``: a multiple kernel (see ``LinearKernels.pair``).
+    ``tr``, ``va``: rows of ``kern`` and ``Y``; ``weights``: a multiple kernel (see ``LinearKernels.pair``);
+    ``Y_train``: the targets fitted on the ``tr`` rows, when they are not ``Y[tr]`` (reduced-rank
+    targets, :mod:`core.encoding.lowrank`); the validation rows are always ``Y[va]``.
     """
+    fitted, fit_rows = (Y, tr) if Y_train is None else (Y_train, slice(None))
     K, Kv = kern.pair(tr, va, weights)
     s, U = np.linalg.eigh(K)
     s = np.clip(s, 0, None)
@@ -139,7 +142,7 @@ def fold_scores(kern: LinearKernels, tr: np.ndarray, va: np.ndarray, Y: np.ndarr
     step = _chunk(len(tr))
     for start in range(0, t, step):
         sl = slice(start, min(t, start + step))
-        ytr, _ = _centred(Y, tr, sl)
+        ytr, _ = _centred(fitted, fit_rows, sl)
         yv, _ = _centred(Y, va, sl)
         E = U32.T @ ytr
         for i, a in enumerate(alphas):

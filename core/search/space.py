@@ -2,7 +2,11 @@
 
 A trial picks an estimator (ridge with per-vertex CV alpha, banded ridge over all layers, a
 multiple-kernel ridge over all layers, PLS, elastic net), a layer, a reduction (the first ``k``
-columns of the layer's one large PCA, or spatial pooling) and the estimator's own settings.
+columns of the layer's one large PCA, or spatial pooling), the estimator's own settings, and
+whether the estimator is fitted on the scope's responses or on their projection onto their first
+``response_rank`` principal components (reduced-rank regression, :mod:`core.encoding.lowrank`;
+scored against the raw responses all the same). Each fold's components are computed once per
+worker and scope, for the largest rank; a trial slices them.
 
 ``kernel`` is banded ridge in the dual (:class:`~core.encoding.kernel.MultipleKernelRidgeCV`)
 on every layer's whole feature set (the full PCA: on the training images the same linear
@@ -28,6 +32,7 @@ import numpy as np
 
 from core.encoding.fitting import make_estimator
 from core.encoding.kernel import KERNEL_ALPHAS, MultipleKernelRidgeCV, LinearKernels, fold_scores
+from core.encoding.lowrank import project, response_basis
 from core.encoding.metrics import noise_normalized_score, pearson_r
 from core.encoding.solvers import space_labels
 from core.features.extraction import FeatureEntry
@@ -39,6 +44,7 @@ MAX_BAND_COMPONENTS = 128  # banded ridge is solved in the primal, once per band
 PLS_RANGE = (2, 64)
 ENET_ALPHA = (1e-4, 1.0)
 KERNEL_WEIGHT = (1e-3, 1.0)  # per layer, log scale (relative: alpha absorbs the overall scale)
+MAX_RANK = 256  # reduced-rank targets: at most this many response components (the demo's best: 12-24)
 
 
 @dataclass
@@ -97,12 +103,16 @@ class Bank:
         return X[:, : params["n_components"]] if params.get("reduction", "pca") == "pca" else X
 
 
-def suggest(trial, bank: Bank, estimators: list[str]) -> dict:
-    """Draw a trial's parameters (define-by-run; conditional on the estimator)."""
+def suggest(trial, bank: Bank, estimators: list[str], n_targets: int) -> dict:
+    """Draw a trial's parameters (define-by-run; conditional on the estimator) for a scope of
+    ``n_targets`` vertices."""
     est = trial.suggest_categorical("estimator", estimators)
     params: dict[str, Any] = {"estimator": est}
     if bank.frames:
         params["frames"] = trial.suggest_categorical("frames", bank.frames)
+    top_rank = min(MAX_RANK, n_targets)
+    if top_rank >= 2 and trial.suggest_categorical("reduced_rank", [True, False]):
+        params["response_rank"] = trial.suggest_int("response_rank", 2, top_rank, log=True)
     if est == "kernel":
         params["reduction"] = trial.suggest_categorical("kernel_reduction", bank.reductions)
         params["kernel_weights"] = [trial.suggest_float(f"weight {layer}", *KERNEL_WEIGHT, log=True)
@@ -145,6 +155,23 @@ def rows(X: np.ndarray | list[np.ndarray], idx: np.ndarray) -> np.ndarray | list
     return [x[idx] for x in X] if isinstance(X, list) else X[idx]
 
 
+def train_targets(params: dict, Y: np.ndarray, rows: np.ndarray, bases: dict | None = None) -> np.ndarray:
+    """What ``params``' estimator is fitted on for the training rows ``rows`` of ``Y``: ``Y[rows]``, or
+    with a ``response_rank`` their reduced-rank projection. ``bases`` (one dict per ``Y``) keeps each
+    row set's components, for the largest rank, so that a worker computes them once per fold."""
+    y = np.asarray(Y[rows], dtype=np.float32)
+    rank = params.get("response_rank")
+    if not rank:
+        return y
+    key = np.asarray(rows).tobytes()
+    basis = None if bases is None else bases.get(key)
+    if basis is None:
+        basis = response_basis(y, MAX_RANK)
+        if bases is not None:
+            bases[key] = basis
+    return project(y, basis, min(int(rank), basis.shape[1]))
+
+
 def score(r: np.ndarray, noise_ceiling: np.ndarray | None) -> float:
     """The objective: noise-normalised score (percent) with a noise ceiling, else median r (NaN as 0)."""
     r = np.nan_to_num(np.asarray(r, dtype=np.float64))
@@ -162,19 +189,20 @@ class CVResult:
 
 def cross_validate(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_ceiling: np.ndarray | None,
                    backend: str, seed: int, after_fold: Callable[[int, float], None] | None = None,
-                   clock: dict | None = None) -> CVResult:
+                   clock: dict | None = None, bases: dict | None = None) -> CVResult:
     """K-fold CV of one configuration; ``after_fold(k, score so far)`` may raise to stop (pruning).
 
-    ``clock["fit"]`` accumulates the seconds spent fitting and predicting (what a trial costs).
+    ``clock["fit"]`` accumulates the seconds spent fitting and predicting (what a trial costs);
+    ``bases``: the response components of ``Y``'s folds kept between trials (:func:`train_targets`).
     """
     clock = {"fit": 0.0} if clock is None else clock
     if params["estimator"] == "kernel":
-        return _kernel_cv(params, bank, Y, splits, noise_ceiling, after_fold, clock)
+        return _kernel_cv(params, bank, Y, splits, noise_ceiling, after_fold, clock, bases)
     X = bank.design(params, "train")
     total = np.zeros(Y.shape[1])
     for k, (tr, va) in enumerate(splits):
         t0 = time.perf_counter()
-        est = estimator(params, X, len(tr), backend, seed).fit(rows(X, tr), Y[tr])
+        est = estimator(params, X, len(tr), backend, seed).fit(rows(X, tr), train_targets(params, Y, tr, bases))
         pred = est.predict(rows(X, va))
         total += np.nan_to_num(pearson_r(Y[va], pred))
         clock["fit"] += time.perf_counter() - t0
@@ -185,7 +213,7 @@ def cross_validate(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_
 
 
 def _kernel_cv(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_ceiling: np.ndarray | None,
-               after_fold: Callable[[int, float], None] | None, clock: dict) -> CVResult:
+               after_fold: Callable[[int, float], None] | None, clock: dict, bases: dict | None) -> CVResult:
     """K-fold CV of a multiple kernel: validation r of every alpha per fold (one eigendecomposition each).
 
     After fold ``k`` the reported score takes each vertex's best alpha so far (for the pruner);
@@ -197,7 +225,7 @@ def _kernel_cv(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_ceil
     per_fold = []
     for k, (tr, va) in enumerate(splits):
         t0 = time.perf_counter()
-        per_fold.append(fold_scores(kern, tr, va, Y, alphas, weights))
+        per_fold.append(fold_scores(kern, tr, va, Y, alphas, weights, train_targets(params, Y, tr, bases)))
         clock["fit"] += time.perf_counter() - t0
         if after_fold is not None:
             after_fold(k, score(np.mean(per_fold, axis=0).max(0), noise_ceiling))
@@ -214,18 +242,21 @@ def fit_final(params: dict, bank: Bank, Y: np.ndarray, alphas: np.ndarray | None
     (from its CV) are kept and its Gram matrices come from the bank: one eigendecomposition, no CV."""
     X = bank.design(params, "train")
     est = estimator(params, X, Y.shape[0], backend, seed)
+    Y = train_targets(params, Y, np.arange(Y.shape[0]))
     if params["estimator"] == "kernel" and alphas is not None:
         return est.fit_chosen(bank.kernels(bank.source(params, params["reduction"])), Y, alphas)
     return est.fit(X, Y)
 
 
 def describe(params: dict) -> str:
-    """A short label: ``ridge features.10 pca-112``, ``kernel pool weights 0.01:0.2:1``."""
+    """A short label: ``ridge features.10 pca-112``, ``kernel pool weights 0.01:0.2:1 rank 16``."""
     parts = [params["estimator"], params.get("layer", "all layers")]
-    frames = f" {params['frames']} frames" if "frames" in params else ""
+    tail = f" {params['frames']} frames" if "frames" in params else ""
+    if "response_rank" in params:
+        tail += f" rank {params['response_rank']}"
     if params["estimator"] == "kernel":
         weights = np.asarray(params["kernel_weights"])
-        return f"kernel {params['reduction']} weights " + ":".join(f"{w:.2g}" for w in weights / weights.max()) + frames
+        return f"kernel {params['reduction']} weights " + ":".join(f"{w:.2g}" for w in weights / weights.max()) + tail
     if params.get("reduction", "pca") == "pca":
         parts.append(f"pca-{params['n_components']}")
     else:
@@ -234,7 +265,7 @@ def describe(params: dict) -> str:
         parts.append(f"{params['pls_components']} comp.")
     if "alpha" in params:
         parts.append(f"alpha {params['alpha']:.2g} l1 {params['l1_ratio']:.2f}")
-    return " ".join(parts) + frames
+    return " ".join(parts) + tail
 
 
 def entry_paths(entries: dict[str, dict[str, FeatureEntry]]) -> dict[str, dict[str, str]]:

@@ -234,6 +234,7 @@ def work(spec: dict) -> int:
     todo = todo[shift:] + todo[:shift]
     studies = {sc.name: optuna.load_study(study_name=study_name(subject, sc), storage=st,
                                           sampler=_sampler(cfg, spec["worker"]), pruner=_pruner()) for sc in todo}
+    bases = {sc.name: {} for sc in todo}  # each scope's response components per fold (reduced-rank trials)
     ran = 0
 
     def orphaned() -> bool:  # a local worker whose search was killed stops after its trial
@@ -246,7 +247,7 @@ def work(spec: dict) -> int:
         return deadline is None or time.time() < deadline or (needed(subject, scope) and _best(study) is None)
 
     def objective(trial, scope: Scope):
-        params = space.suggest(trial, bank, cfg.estimators)
+        params = space.suggest(trial, bank, cfg.estimators, int(scope.mask.sum()))
         trial.set_user_attr("params", params)
         clock = {"fit": 0.0}
         nc = ceilings[scope.part]
@@ -259,7 +260,7 @@ def work(spec: dict) -> int:
 
         Y = np.ascontiguousarray(fmri[scope.part][:, scope.mask])
         res = space.cross_validate(params, bank, Y, splits, None if nc is None else nc[scope.mask], cfg.backend,
-                                   cfg.seed, after_fold, clock)
+                                   cfg.seed, after_fold, clock, bases[scope.name])
         trial.set_user_attr("fit_seconds", round(res.fit_seconds, 4))
         artifacts.write_trial_arrays(spec["out"], study_name(subject, scope), trial.number, res.r, res.alphas)
         return res.score

@@ -1,0 +1,53 @@
+"""Reduced-rank targets: training responses projected onto their first principal components.
+
+Responses to images are low-rank across vertices (a few category and retinotopic factors drive
+most of them); a per-vertex fit spends its noise on the rest. Fitting any linear encoding model
+on ``Y`` projected onto the first ``k`` principal components of the training rows
+(reduced-rank regression; the frozen group-PCA output of seed 004's trained encoder does the same
+for a network) shares those factors across vertices and denoises each vertex's target. The model
+is then scored against the raw responses of rows it did not see.
+
+Measured on the demo's 2,000-image subject (multiple-kernel ridge on MobileNetV2 ``features.6
+features.10 features.17`` pooled 7 x 7, per-vertex CV alpha, held-out 10%): noise-normalised 70.6
+on raw targets; 77.3 / 78.3 / 77.7 / 76.9 / 74.4 with the first 8 / 16 / 32 / 64 / 256 components.
+
+The components come from the ``n x n`` Gram matrix of the centred rows (one eigendecomposition,
+however many vertices); the projection of rows ``Y_c`` onto the first ``k`` is ``U_k U_k' Y_c``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.util.errors import UserError
+
+
+def response_basis(Y: np.ndarray, max_rank: int) -> np.ndarray:
+    """The first ``max_rank`` left singular vectors of the centred ``Y`` ``(n, V)``: ``(n, k)`` float32,
+    orthonormal columns, strongest first (``k`` at most ``min(max_rank, n - 1, V)``)."""
+    Y = np.asarray(Y, dtype=np.float32)
+    if Y.ndim != 2 or Y.shape[0] < 2:
+        raise UserError(f"reduced-rank targets need at least 2 rows of responses (got shape {Y.shape})")
+    Yc = Y - Y.mean(0, dtype=np.float64).astype(np.float32)
+    s, U = np.linalg.eigh((Yc @ Yc.T).astype(np.float64))
+    k = int(min(max_rank, Y.shape[0] - 1, Y.shape[1]))
+    order = np.argsort(s)[::-1][:k]
+    return np.ascontiguousarray(U[:, order], dtype=np.float32)
+
+
+def project(Y: np.ndarray, basis: np.ndarray, rank: int) -> np.ndarray:
+    """``Y`` ``(n, V)`` with its centred part projected onto the first ``rank`` columns of ``basis``
+    (from :func:`response_basis` of the same rows); the column means are kept. float32."""
+    if not 1 <= rank <= basis.shape[1]:
+        raise UserError(f"response rank {rank}: these responses have {basis.shape[1]} components")
+    Y = np.asarray(Y, dtype=np.float32)
+    mean = Y.mean(0, dtype=np.float64).astype(np.float32)
+    B = basis[:, :rank]
+    return B @ (B.T @ (Y - mean)) + mean
+
+
+def reduced(Y: np.ndarray, rank: int | None) -> np.ndarray:
+    """``Y`` projected onto its own first ``rank`` principal components (``None``: ``Y`` unchanged)."""
+    if not rank:
+        return Y
+    return project(Y, response_basis(Y, rank), min(rank, Y.shape[0] - 1, Y.shape[1]))
