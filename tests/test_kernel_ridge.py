@@ -124,3 +124,39 @@ def test_multiple_kernel_picks_each_vertex_its_band():
     assert isinstance(make_estimator("banded", space_sizes=[30, 50], n_rows=90), BandedRidgeCV)
     dual = make_estimator("banded", space_sizes=[30, 150], n_rows=90, backend="numpy")
     np.testing.assert_allclose(dual.fit_holdout([X1, X2], Y, np.arange(0, 90, 6)), r, atol=1e-6)
+
+
+def test_response_ranks_are_chosen_per_vertex_with_alpha():
+    """Responses from 2 factors plus noise: ranks are scored through the components (as a fit on the
+    projected training rows would score), chosen per vertex, and the reduced-rank fit predicts better."""
+    from core.encoding.kernel import LinearKernels, fold_scores
+    from core.encoding.lowrank import project, reduced, response_basis
+    from core.encoding.solvers import space_labels
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((120, 60)).astype(np.float32)
+    Y = (X[:, :2] @ rng.standard_normal((2, 300)) + 2.5 * rng.standard_normal((120, 300))).astype(np.float32)
+    kern = LinearKernels(X, space_labels(None, 60), "space")
+    tr, va = np.arange(30, 120), np.arange(30)
+    alphas = np.array([1.0, 30.0, 1000.0])
+    projected = Y.copy()
+    projected[tr] = project(Y[tr], response_basis(Y, 3, tr), 3)
+    np.testing.assert_allclose(fold_scores(kern, tr, va, Y, alphas, ranks=(0, 3))[1],
+                               fold_scores(kern, tr, va, projected, alphas)[0], atol=2e-5)
+    with pytest.raises(UserError, match="response ranks"):
+        KernelRidgeCV(response_ranks=(2, 2)).fit(X, Y)
+    fit, val = np.arange(30, 120), np.arange(30)
+    plain = KernelRidgeCV(backend="numpy").fit_holdout(X, Y, val)
+    low = KernelRidgeCV(backend="numpy", response_ranks=(0, 2, 8))
+    r_low = low.fit_holdout(X, Y, val)
+    assert low.cv_scores_.shape == (3, len(low.alphas_), 300) and set(np.unique(low.best_ranks_)) <= {0, 2, 8}
+    assert (low.best_ranks_ > 0).mean() > 0.8 and np.median(r_low) > np.median(plain) + 0.05
+    # the refit projects every row onto their own components: a fixed rank and alpha is ridge on reduced(Y)
+    one = KernelRidgeCV(alphas=(30.0,), response_ranks=(2,), backend="numpy").fit(X[fit], Y[fit])
+    ref = KernelRidgeCV(alphas=(30.0,), backend="numpy").fit(X[fit], reduced(Y[fit], 2))
+    np.testing.assert_allclose(one.predict(X[val]), ref.predict(X[val]), rtol=1e-3, atol=1e-4)
+    mk = MultipleKernelRidgeCV(space_sizes=[30, 30], alphas=(30.0,), kernel_weights=[[1.0, 1.0]],
+                               response_ranks=(2,), backend="numpy").fit(X[fit], Y[fit])
+    np.testing.assert_allclose(mk.predict(X[val]), MultipleKernelRidgeCV(
+        space_sizes=[30, 30], alphas=(30.0,), kernel_weights=[[1.0, 1.0]], backend="numpy").fit(
+        X[fit], reduced(Y[fit], 2)).predict(X[val]), rtol=1e-3, atol=1e-4)

@@ -63,6 +63,8 @@ def test_pipeline_writes_submission_and_metrics(demo_root, cache_env, tmp_path):
     ({"--subjects": "7"}, "unknown subject 7"),
     ({"--layers": "features.66"}, "unknown layer 'features.66'"),
     ({"--weights": "nonsense"}, "unknown weights 'nonsense'"),
+    ({"--estimator": "pls", "--response-ranks": "8"}, "--response-ranks is for the ridge estimators"),
+    ({"--response-ranks": "-1"}, "response ranks must be distinct integers >= 0"),
 ])
 def test_bad_input_one_line_and_nothing_written(demo_root, cache_env, tmp_path, capsys, change, message):
     args = {"--data": str(demo_root), "--subjects": "1", "--out": str(tmp_path / "out")}

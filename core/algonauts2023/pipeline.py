@@ -17,7 +17,9 @@ import numpy as np
 
 from core.algonauts2023.dataset import HEMIS, Subject, open_dataset, parse_subject
 from core.algonauts2023.submission import build_submission
-from core.encoding.fitting import ESTIMATORS, SubjectResult, fit_subject
+from core.encoding.fitting import ESTIMATORS, RIDGE_FAMILY, SubjectResult, fit_subject
+from core.encoding.kernel import check_ranks
+from core.encoding.lowrank import DEFAULT_RANKS
 from core.encoding.metrics import ALL_VERTICES, noise_normalized_score
 from core.encoding.splits import Validation
 from core.features.backbones import check_layers, resolve_weights
@@ -97,6 +99,9 @@ class EncodingConfig(FeatureConfig):
     the dual when the pooled features outnumber the images). On the demo (MobileNetV2
     ``features.10``, 1,000 training images, held-out 10%) it scored 62.9% noise-normalised vs 59.1%
     for PCA-100, 61.1% for PCA-999 and 61.2% un-reduced, and fits faster than PCA-999 in the primal.
+    The ridge estimators also choose, per vertex with alpha, the rank of their targets among
+    ``response_ranks`` (:data:`~core.encoding.lowrank.DEFAULT_RANKS` by default): on the demo's
+    2,000-image subject, ``features.6 features.10 features.17`` pooled, 69.1% -> 77.3% (142 s -> 207 s).
     """
 
     reduction: str = "pool"
@@ -106,9 +111,12 @@ class EncodingConfig(FeatureConfig):
     pls_components: int = 10  # pls
     alpha: float = 0.01  # elasticnet
     l1_ratio: float = 0.5  # elasticnet
+    response_ranks: list[int] | None = None  # ridge family: candidate target ranks (None: DEFAULT_RANKS; [0]: off)
 
     def estimator_params(self) -> dict:
-        """Settings of the estimators that take any (``pls``, ``elasticnet``)."""
+        """Settings of the estimators that take any (``pls``, ``elasticnet``; the ridge family's ranks)."""
+        if self.estimator in RIDGE_FAMILY:
+            return {"response_ranks": list(DEFAULT_RANKS if self.response_ranks is None else self.response_ranks)}
         return {"pls": {"n_components": int(self.pls_components)},
                 "elasticnet": {"alpha": float(self.alpha), "l1_ratio": float(self.l1_ratio)}}.get(self.estimator, {})
 
@@ -119,6 +127,11 @@ class EncodingConfig(FeatureConfig):
             raise UserError(f"elastic net needs alpha > 0 and l1_ratio in [0, 1], got {self.alpha}, {self.l1_ratio}")
         if self.estimator not in ESTIMATORS:
             raise UserError(f"unknown estimator '{self.estimator}' (use one of: {', '.join(ESTIMATORS)})")
+        if self.response_ranks:
+            check_ranks(self.response_ranks)
+            if self.estimator not in RIDGE_FAMILY:
+                raise UserError(f"--response-ranks is for the ridge estimators ({', '.join(RIDGE_FAMILY)}), "
+                                f"not {self.estimator}")
         if self.estimator == "banded" and len(self.layers) < 2:
             raise UserError("the banded estimator needs at least two layers (one band each)")
         if not 0.0 < self.val_fraction < 1.0:

@@ -46,6 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pls-components", type=int, default=10, help="PLS latent components (default 10)")
     p.add_argument("--alpha", type=float, default=0.01, help="elastic net alpha (default 0.01)")
     p.add_argument("--l1-ratio", type=float, default=0.5, help="elastic net L1 ratio (default 0.5)")
+    p.add_argument("--response-ranks", type=int, nargs="+", default=None, metavar="K",
+                   help="ridge estimators: candidate ranks of the fitted responses, chosen per vertex with alpha "
+                        "by CV (reduced-rank regression, solved in the dual; 0 = the responses themselves; "
+                        "default 0 8 16 32 64 128 256, 0 alone turns it off); Algonauts 2023 layout only")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out validation fraction (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of PCA and the validation split (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -102,7 +106,7 @@ def _run_2023(args: argparse.Namespace) -> int:
         layers=list(args.layers), device=args.device, estimator=args.estimator, resolution=args.resolution,
         reduction=args.reduction, n_components=args.n_components, pool_size=args.pool_size,
         val_fraction=args.val_fraction, seed=args.seed, pls_components=args.pls_components, alpha=args.alpha,
-        l1_ratio=args.l1_ratio,
+        l1_ratio=args.l1_ratio, response_ranks=args.response_ranks,
     ).checked()
     with _progress(args) as bar:
         metrics = _in_work_dir(args, lambda work: (encode(cfg, work, submission=True, progress=bar),
@@ -119,6 +123,9 @@ def _run_2021(args: argparse.Namespace) -> int:
     from core.features.motion_energy import MotionEnergyConfig
     from core.algonauts2021.pipeline import run_pipeline_2021, summary_lines
     from core.runs.artifacts import METRICS
+
+    if args.response_ranks:
+        raise UserError("--response-ranks: the Algonauts 2021 pipeline does not take it (search does)")
 
     def produce(work: Path):
         metrics = run_pipeline_2021(

@@ -5,8 +5,10 @@
         [--frames 4 8 16]
 
 One Optuna study per scope (each ROI, ROI class or hemisphere; the hemispheres always) over layer,
-PCA components (slices of one large PCA per layer) or pooling, and estimator (ridge with per-vertex
-CV alpha, banded ridge, PLS, elastic net), scored by K-fold CV on the training images. Writes
+PCA components (slices of one large PCA per layer) or pooling, estimator (ridge with per-vertex
+CV alpha, banded ridge, multiple-kernel ridge, PLS, elastic net) and the targets it fits (the
+scope's responses, or their first k principal components: reduced-rank regression), scored by
+K-fold CV on the training images against the responses themselves. Writes
 ``OUT/submission.zip``, ``OUT/metrics.json`` (as ``pipeline``), ``OUT/trials.csv`` and the study
 ``OUT/study.db``: running the same command again resumes a stopped search. Trials run in ``--jobs``
 local processes, or as Ray tasks on the cluster at ``$BES_RAY_ADDRESS``. Everything is checked

@@ -37,6 +37,7 @@ from core.encoding.splits import Validation
 from core.encoding.subjects import FitSubject
 
 ESTIMATORS = ("ridge", "ols", "banded", "multiple_kernel", "kernel_ridge", "pls", "elasticnet")
+RIDGE_FAMILY = ("ridge", "banded", "multiple_kernel", "kernel_ridge")  # the ones that take response ranks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,7 +127,8 @@ def make_estimator(kind: str, *, alphas: Sequence[float] | None = None, cv: int 
                    n_rows: int | None = None, params: dict | None = None):
     """``"ridge"`` (RidgeCV, per-vertex alpha), ``"ols"``, ``"banded"`` (BandedRidgeCV),
     ``"multiple_kernel"`` (MultipleKernelRidgeCV: banded ridge in the dual, any band width),
-    ``"kernel_ridge"`` (KernelRidgeCV), ``"pls"`` or ``"elasticnet"`` (``params``: their settings).
+    ``"kernel_ridge"`` (KernelRidgeCV), ``"pls"`` or ``"elasticnet"`` (``params``: their settings;
+    ``response_ranks`` for the ridge family: reduced-rank targets, chosen per vertex, in the dual).
 
     ``space_sizes``: widths of the feature entries that were concatenated (each is standardised
     as one space; for ``banded`` each is a band). ``ridge`` solves in the dual (KernelRidgeCV, the
@@ -135,15 +137,20 @@ def make_estimator(kind: str, *, alphas: Sequence[float] | None = None, cv: int 
     weight candidate, which for pooled layers does not fit in memory).
     """
     params = dict(params or {})
+    ranks = params.pop("response_ranks", None)
+    reduced = bool(ranks) and any(ranks)
+    if reduced and kind not in RIDGE_FAMILY:
+        raise UserError(f"response ranks are for the ridge estimators ({', '.join(RIDGE_FAMILY)}), not {kind}")
     sizes = None if space_sizes is None else [int(x) for x in space_sizes]
-    dual = bool(n_rows and sizes and sum(sizes) > n_rows)  # features outnumber the training images
+    # the dual when features outnumber the training images, or with reduced-rank targets (the dual's own)
+    dual = bool(n_rows and sizes and sum(sizes) > n_rows) or reduced
     if kind == "multiple_kernel" or (kind == "banded" and dual):
         return MultipleKernelRidgeCV(space_sizes=space_sizes, alphas=KERNEL_ALPHAS if alphas is None else alphas,
-                                     cv=cv, seed=seed, backend=backend)
+                                     cv=cv, seed=seed, backend=backend, response_ranks=ranks)
     alphas = DEFAULT_ALPHAS if alphas is None else tuple(float(a) for a in alphas)
     if kind == "kernel_ridge" or (kind == "ridge" and dual):
         return KernelRidgeCV(alphas=alphas, cv=cv, seed=seed, backend=backend, standardize=standardize,
-                             space_sizes=sizes)
+                             space_sizes=sizes, response_ranks=ranks)
     if kind == "pls":
         return PLS(**params)
     if kind == "elasticnet":

@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from core.encoding.estimators import BandedRidgeCV, RidgeCV
+from core.encoding.estimators import DEFAULT_ALPHAS, BandedRidgeCV, RidgeCV
+from core.encoding.lowrank import response_basis
 from core.encoding.solvers import FitResult, check_alphas, check_standardize, resolve_cv, space_labels, split_rows
 from core.encoding.backends import get_backend
 from core.util.errors import NotFittedError, UserError
@@ -124,45 +125,75 @@ def _val_r(pred: np.ndarray, yv: np.ndarray) -> np.ndarray:
     return np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), -1.0, 1.0)
 
 
+def check_ranks(ranks: Sequence[int] | None) -> tuple[int, ...]:
+    """Candidate ranks of the training targets: ``(0,)`` (the responses themselves) by default."""
+    out = (0,) if ranks is None else tuple(ranks)
+    if not out or any(isinstance(r, bool) or int(r) != r or r < 0 for r in out) or len(set(out)) != len(out):
+        raise UserError(f"response ranks must be distinct integers >= 0, 0 meaning the responses themselves (got {ranks!r})")
+    return tuple(int(r) for r in out)
+
+
 def fold_scores(kern: LinearKernels, tr: np.ndarray, va: np.ndarray, Y: np.ndarray, alphas: np.ndarray,
-                weights: np.ndarray | None = None, Y_train: np.ndarray | None = None) -> np.ndarray:
-    """Validation r of every alpha on one fold, ``(n_alphas, n_vertices)``: one eigendecomposition.
+                weights: np.ndarray | None = None, ranks: Sequence[int] = (0,),
+                basis: np.ndarray | None = None) -> np.ndarray:
+    """Validation r of every rank and alpha on one fold, ``(n_ranks, n_alphas, n_vertices)``: one
+    eigendecomposition.
 
     ``tr``, ``va``: rows of ``kern`` and ``Y``; ``weights``: a multiple kernel (see ``LinearKernels.pair``);
-    ``Y_train``: the targets fitted on the ``tr`` rows, when they are not ``Y[tr]`` (reduced-rank
-    targets, :mod:`core.encoding.lowrank`); the validation rows are always ``Y[va]``.
+    ``ranks``: the fitted targets, 0 the ``tr`` rows' responses, ``k`` their projection onto their first
+    ``k`` principal components (:mod:`core.encoding.lowrank`; ``basis``: those components, from
+    ``response_basis(Y, max(ranks), tr)``, computed here when not given). Validation is always
+    against ``Y[va]``. A rank's prediction is formed through the ``k`` components, so ranks cost little.
     """
-    fitted, fit_rows = (Y, tr) if Y_train is None else (Y_train, slice(None))
     K, Kv = kern.pair(tr, va, weights)
     s, U = np.linalg.eigh(K)
     s = np.clip(s, 0, None)
     U32, A = U.astype(np.float32), (Kv @ U).astype(np.float32)
+    top = max(ranks)
+    if top and basis is None:
+        basis = response_basis(Y, top, tr)
+    # per alpha, validation rows through the components: (A diag(1 / (s + alpha)) U') B
+    through = [] if not top else [((A / (s + a).astype(np.float32)[None, :]) @ (U32.T @ basis[:, :top]))
+                                  for a in alphas]
     t = Y.shape[1]
-    out = np.zeros((len(alphas), t), np.float32)
+    out = np.zeros((len(ranks), len(alphas), t), np.float32)
     step = _chunk(len(tr))
     for start in range(0, t, step):
         sl = slice(start, min(t, start + step))
-        ytr, _ = _centred(fitted, fit_rows, sl)
+        ytr, _ = _centred(Y, tr, sl)
         yv, _ = _centred(Y, va, sl)
-        E = U32.T @ ytr
-        for i, a in enumerate(alphas):
-            out[i, sl] = _val_r(A @ (E / (s + a).astype(np.float32)[:, None]), yv)
+        E = U32.T @ ytr if 0 in ranks else None
+        P = basis[:, :top].T @ ytr if top else None
+        for j, k in enumerate(ranks):
+            for i, a in enumerate(alphas):
+                k_ = min(k, P.shape[0]) if k else 0
+                pred = A @ (E / (s + a).astype(np.float32)[:, None]) if not k else through[i][:, :k_] @ P[:k_]
+                out[j, i, sl] = _val_r(pred, yv)
     return out
 
 
 def cv_scores(kern: LinearKernels, folds: list[tuple[np.ndarray, np.ndarray]], Y: np.ndarray, alphas: np.ndarray,
-              weights: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
-    """Mean validation r of every alpha over ``folds``, ``(n_alphas, n_vertices)``."""
-    total = np.zeros((len(alphas), Y.shape[1]), np.float32)
+              weights: np.ndarray | None = None, progress: Progress | None = None, ranks: Sequence[int] = (0,),
+              bases: list[np.ndarray] | None = None) -> np.ndarray:
+    """Mean validation r of every rank and alpha over ``folds``, ``(n_ranks, n_alphas, n_vertices)``
+    (``bases``: each fold's response components, see :func:`fold_scores`)."""
+    total = np.zeros((len(ranks), len(alphas), Y.shape[1]), np.float32)
     for k, (tr, va) in enumerate(folds):
-        total += fold_scores(kern, tr, va, Y, alphas, weights)
+        total += fold_scores(kern, tr, va, Y, alphas, weights, ranks, None if bases is None else bases[k])
         report(progress, (k + 1) / len(folds), f"fold {k + 1}/{len(folds)}")
     return total / len(folds)
 
 
+def fold_bases(Y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], ranks: Sequence[int]) -> list | None:
+    """Each fold's training response components for the largest of ``ranks`` (None without one)."""
+    return [response_basis(Y, max(ranks), tr) for tr, _ in folds] if max(ranks) else None
+
+
 def _dual(kern: LinearKernels, rows: np.ndarray, Y: np.ndarray, alphas_t: np.ndarray,
-          weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Dual coefficients ``(len(rows), n_vertices)`` and intercepts, each vertex with its alpha (float64 solve)."""
+          weights: np.ndarray | None = None, ranks_t: np.ndarray | None = None,
+          basis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dual coefficients ``(len(rows), n_vertices)`` and intercepts, each vertex with its alpha (float64 solve)
+    and, with ``ranks_t``, its targets' rank (projected onto the first columns of ``basis``, the ``rows``' components)."""
     K, _ = kern.pair(rows, None, weights)
     s, U = np.linalg.eigh(K)
     s = np.clip(s, 0, None)
@@ -173,6 +204,12 @@ def _dual(kern: LinearKernels, rows: np.ndarray, Y: np.ndarray, alphas_t: np.nda
     for start in range(0, t, step):  # float64: at large alphas the dual is tiny
         sl = slice(start, min(t, start + step))
         y, mu = _centred(Y, rows, sl)
+        if ranks_t is not None:
+            for k in np.unique(ranks_t[sl]):
+                if k:
+                    cols = np.flatnonzero(ranks_t[sl] == k)
+                    B = basis[:, :k]
+                    y[:, cols] = B @ (B.T @ y[:, cols])
         dual[:, sl] = U @ ((U.T @ y) / (s[:, None] + alphas_t[None, sl]))
         intercept[sl] = mu
     return dual, intercept
@@ -185,7 +222,19 @@ class KernelRidgeCV(RidgeCV):
     ``seed``, ``standardize``, ``space_sizes``; ``best_alphas_``, ``cv_scores_``, ``cv_r_``), plus
     ``dual_coef_`` (n_train x n_vertices), ``X_fit_`` (standardised training features) and
     ``intercept_``. The numbers equal the primal ``RidgeCV``'s up to rounding.
+
+    ``response_ranks``: candidate ranks of the fitted targets, chosen per vertex together with alpha
+    (reduced-rank regression, :mod:`core.encoding.lowrank`; 0 = the responses themselves, the
+    default only). Every candidate is scored against the raw responses; ``best_ranks_`` holds each
+    vertex's, and ``cv_scores_`` is then ``(n_ranks, n_alphas, n_vertices)``.
     """
+
+    def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS, cv: Any = 5, seed: int | None = 0,
+                 standardize: str | bool = "space", space_sizes: Sequence[int] | None = None,
+                 backend: str = "auto", chunk_bytes: int | None = None, response_ranks: Sequence[int] | None = None):
+        super().__init__(alphas=alphas, cv=cv, seed=seed, standardize=standardize, space_sizes=space_sizes,
+                         backend=backend, chunk_bytes=chunk_bytes)
+        self.response_ranks = response_ranks
 
     # -- fitting ---------------------------------------------------------------------------------
     def _fit(self, X: np.ndarray, Y: np.ndarray, bands, holdout: np.ndarray | None,
@@ -199,22 +248,35 @@ class KernelRidgeCV(RidgeCV):
     def _fit_impl(self, X, Y, holdout, progress):
         t = Y.shape[1]
         alphas = check_alphas(self.alphas)
+        ranks = check_ranks(self.response_ranks)
         fit_rows, hold = split_rows(X.shape[0], holdout)
         folds = [(fit_rows[tr], fit_rows[va]) for tr, va in resolve_cv(self.cv, len(fit_rows), self.seed)]
         kern = self._kernels(X)
-        scores = cv_scores(kern, folds, Y, alphas, progress=scaled(progress, 0.0, 0.9))
-        best = scores.argmax(0)
+        scores = cv_scores(kern, folds, Y, alphas, progress=scaled(progress, 0.0, 0.9), ranks=ranks,
+                           bases=fold_bases(Y, folds, ranks))
+        flat = scores.reshape(-1, t)
+        best = flat.argmax(0)
         self.alphas_ = alphas
-        self.cv_scores_ = scores
-        self.best_alphas_ = alphas[best].astype(np.float32)
-        self.cv_r_ = scores[best, np.arange(t)]
-        res = FitResult(None, None, best_alpha=self.best_alphas_, best_score=self.cv_r_, scores_by_alpha=scores)
+        self.cv_scores_ = scores if len(ranks) > 1 else scores[0]
+        self.best_alphas_ = alphas[best % len(alphas)].astype(np.float32)
+        self.best_ranks_ = np.asarray(ranks)[best // len(alphas)]
+        self.cv_r_ = flat[best, np.arange(t)]
+        res = FitResult(None, None, best_alpha=self.best_alphas_, best_score=self.cv_r_, scores_by_alpha=self.cv_scores_)
         return self._validate_and_refit(kern, X, Y, fit_rows, hold, res, progress)
 
+    def _rank_args(self, Y: np.ndarray, rows: np.ndarray) -> dict:
+        """``_dual``'s reduced-rank arguments for a fit on ``rows``: each vertex's rank and the rows'
+        response components (of all vertices), or nothing when every vertex fits its own responses."""
+        ranks = getattr(self, "best_ranks_", None)
+        if ranks is None or not ranks.any():
+            return {}
+        return {"ranks_t": ranks, "basis": response_basis(Y, int(ranks.max()), rows)}
+
     def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
-        """Dual coefficients on ``rows`` with each vertex's alpha; keeps what ``predict`` needs."""
+        """Dual coefficients on ``rows`` with each vertex's alpha (and rank); keeps what ``predict`` needs."""
         m, sd = kern.stats(rows)
-        self.dual_coef_, self.intercept_ = _dual(kern, rows, Y, self.best_alphas_.astype(np.float64))
+        self.dual_coef_, self.intercept_ = _dual(kern, rows, Y, self.best_alphas_.astype(np.float64),
+                                                 **self._rank_args(Y, rows))
         self._keep_rows(kern, rows, m, sd)
 
     def _keep_rows(self, kern: LinearKernels, rows: np.ndarray, m: np.ndarray, sd: np.ndarray) -> None:
@@ -289,7 +351,7 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
 
     def __init__(self, space_sizes: Sequence[int] | None = None, kernel_weights: Any = None,
                  alphas: Sequence[float] = KERNEL_ALPHAS, n_random_weights: int = 10, cv: Any = 5,
-                 seed: int | None = 0, backend: str = "auto"):
+                 seed: int | None = 0, backend: str = "auto", response_ranks: Sequence[int] | None = None):
         self.space_sizes = space_sizes
         self.kernel_weights = kernel_weights
         self.alphas = alphas
@@ -297,6 +359,7 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         self.cv = cv
         self.seed = seed
         self.backend = backend
+        self.response_ranks = response_ranks
 
     standardize = "space"
 
@@ -328,21 +391,26 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         fit_rows, hold = split_rows(X.shape[0], holdout)
         folds = [(fit_rows[tr], fit_rows[va]) for tr, va in resolve_cv(self.cv, len(fit_rows), self.seed)]
         kern = LinearKernels(X, space_labels(sizes, X.shape[1]), "space")
+        ranks = check_ranks(self.response_ranks)
+        bases = fold_bases(Y, folds, ranks)
         best_r = np.full(t, -np.inf, np.float32)
         best_a = np.zeros(t, np.float32)
         best_g = np.zeros(t, np.int64)
+        best_k = np.zeros(t, np.int64)
         for g, w in enumerate(gammas):
             sc = cv_scores(kern, folds, Y, alphas, w, scaled(progress, 0.9 * g / len(gammas),
-                                                             0.9 * (g + 1) / len(gammas)))
+                                                             0.9 * (g + 1) / len(gammas)), ranks, bases).reshape(-1, t)
             ai = sc.argmax(0)
             r = sc[ai, np.arange(t)]
             better = r > best_r
-            best_r[better], best_a[better], best_g[better] = r[better], alphas[ai[better]], g
+            best_r[better], best_a[better], best_g[better] = r[better], alphas[ai[better] % len(alphas)], g
+            best_k[better] = np.asarray(ranks)[ai[better] // len(alphas)]
         self.alphas_ = alphas
         self.kernel_weights_ = gammas
         self.best_weight_index_ = best_g
         self.best_kernel_weights_ = gammas[best_g].T.astype(np.float32)
         self.best_alphas_ = best_a
+        self.best_ranks_ = best_k
         self.cv_r_ = best_r
         res = FitResult(None, None, best_alpha=best_a, best_score=best_r)
         return self._validate_and_refit(kern, X, Y, fit_rows, hold, res, progress)
@@ -359,6 +427,7 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         self.best_weight_index_ = np.zeros(Y.shape[1], np.int64)
         self.best_kernel_weights_ = np.repeat(gammas.T, Y.shape[1], axis=1).astype(np.float32)
         self.best_alphas_ = np.asarray(alphas, np.float32)
+        self.best_ranks_ = np.zeros(Y.shape[1], np.int64)  # Y as given (a search passes its reduced-rank targets)
         with get_backend(self.backend).compute_threads():
             self._solve(kern, np.arange(kern.X.shape[0]), Y)
         return self
@@ -370,9 +439,11 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         t = Y.shape[1]
         self.dual_coef_ = np.zeros((len(rows), t), np.float32)
         self.intercept_ = np.zeros(t, np.float32)
+        rank = self._rank_args(Y, rows)
         for g in np.unique(self.best_weight_index_):
             idx = np.flatnonzero(self.best_weight_index_ == g)
-            d, b = _dual(kern, rows, Y[:, idx], self.best_alphas_[idx].astype(np.float64), self.kernel_weights_[g])
+            d, b = _dual(kern, rows, Y[:, idx], self.best_alphas_[idx].astype(np.float64), self.kernel_weights_[g],
+                         **({"ranks_t": rank["ranks_t"][idx], "basis": rank["basis"]} if rank else {}))
             self.dual_coef_[:, idx], self.intercept_[idx] = d, b
         self._keep_rows(kern, rows, m, sd)
 

@@ -21,16 +21,26 @@ import numpy as np
 
 from core.util.errors import UserError
 
+# the pipeline's candidates for the ridge family, chosen per vertex with alpha (0: the responses themselves)
+DEFAULT_RANKS: tuple[int, ...] = (0, 8, 16, 32, 64, 128, 256)
 
-def response_basis(Y: np.ndarray, max_rank: int) -> np.ndarray:
-    """The first ``max_rank`` left singular vectors of the centred ``Y`` ``(n, V)``: ``(n, k)`` float32,
-    orthonormal columns, strongest first (``k`` at most ``min(max_rank, n - 1, V)``)."""
-    Y = np.asarray(Y, dtype=np.float32)
-    if Y.ndim != 2 or Y.shape[0] < 2:
-        raise UserError(f"reduced-rank targets need at least 2 rows of responses (got shape {Y.shape})")
-    Yc = Y - Y.mean(0, dtype=np.float64).astype(np.float32)
-    s, U = np.linalg.eigh((Yc @ Yc.T).astype(np.float64))
-    k = int(min(max_rank, Y.shape[0] - 1, Y.shape[1]))
+
+def response_basis(Y: np.ndarray, max_rank: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """The first ``max_rank`` left singular vectors of the centred ``Y[rows]`` (``(n, V)``, may be
+    memory-mapped: read in chunks of vertices): ``(n, k)`` float32, orthonormal columns, strongest
+    first (``k`` at most ``min(max_rank, n - 1, V)``)."""
+    rows = np.arange(Y.shape[0]) if rows is None else np.asarray(rows)
+    n, t = len(rows), Y.shape[1]
+    if Y.ndim != 2 or n < 2:
+        raise UserError(f"reduced-rank targets need at least 2 rows of responses (got {n})")
+    G = np.zeros((n, n))
+    step = max(256, (128 << 20) // (4 * n))
+    for start in range(0, t, step):
+        y = np.asarray(Y[rows, start:start + step], dtype=np.float32)
+        y = y - y.mean(0, dtype=np.float64).astype(np.float32)
+        G += y @ y.T
+    s, U = np.linalg.eigh(G)
+    k = int(min(max_rank, n - 1, t))
     order = np.argsort(s)[::-1][:k]
     return np.ascontiguousarray(U[:, order], dtype=np.float32)
 

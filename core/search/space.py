@@ -155,20 +155,26 @@ def rows(X: np.ndarray | list[np.ndarray], idx: np.ndarray) -> np.ndarray | list
     return [x[idx] for x in X] if isinstance(X, list) else X[idx]
 
 
+def response_components(Y: np.ndarray, rows: np.ndarray, bases: dict | None = None) -> np.ndarray:
+    """The principal components of ``Y[rows]`` for the largest rank; ``bases`` (one dict per ``Y``) keeps
+    them per row set, so that a worker computes each fold's once."""
+    key = np.asarray(rows).tobytes()
+    basis = None if bases is None else bases.get(key)
+    if basis is None:
+        basis = response_basis(Y, MAX_RANK, rows)
+        if bases is not None:
+            bases[key] = basis
+    return basis
+
+
 def train_targets(params: dict, Y: np.ndarray, rows: np.ndarray, bases: dict | None = None) -> np.ndarray:
     """What ``params``' estimator is fitted on for the training rows ``rows`` of ``Y``: ``Y[rows]``, or
-    with a ``response_rank`` their reduced-rank projection. ``bases`` (one dict per ``Y``) keeps each
-    row set's components, for the largest rank, so that a worker computes them once per fold."""
+    with a ``response_rank`` their reduced-rank projection."""
     y = np.asarray(Y[rows], dtype=np.float32)
     rank = params.get("response_rank")
     if not rank:
         return y
-    key = np.asarray(rows).tobytes()
-    basis = None if bases is None else bases.get(key)
-    if basis is None:
-        basis = response_basis(y, MAX_RANK)
-        if bases is not None:
-            bases[key] = basis
+    basis = response_components(Y, rows, bases)
     return project(y, basis, min(int(rank), basis.shape[1]))
 
 
@@ -225,7 +231,9 @@ def _kernel_cv(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_ceil
     per_fold = []
     for k, (tr, va) in enumerate(splits):
         t0 = time.perf_counter()
-        per_fold.append(fold_scores(kern, tr, va, Y, alphas, weights, train_targets(params, Y, tr, bases)))
+        rank = int(params.get("response_rank", 0))
+        per_fold.append(fold_scores(kern, tr, va, Y, alphas, weights, (rank,),
+                                    response_components(Y, tr, bases) if rank else None)[0])
         clock["fit"] += time.perf_counter() - t0
         if after_fold is not None:
             after_fold(k, score(np.mean(per_fold, axis=0).max(0), noise_ceiling))

@@ -445,7 +445,7 @@ def trial_rows(url: str) -> list[dict]:
                 "seconds": None if t.duration is None else round(t.duration.total_seconds(), 4),
                 "fit_seconds": t.user_attrs.get("fit_seconds"),
                 **{k: params.get(k) for k in ("estimator", "layer", "reduction", "n_components", "pls_components",
-                                              "alpha", "l1_ratio", "frames")},
+                                              "alpha", "l1_ratio", "frames", "response_rank")},
                 "kernel_weights": " ".join(f"{w:.4g}" for w in params.get("kernel_weights") or []) or None,
             })
     return rows
