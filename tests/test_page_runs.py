@@ -54,6 +54,7 @@ def test_launch_one_run_then_cancel_it(env, demo_root):
         "subjects": [1], "layers": ["features.6"], "estimator": "ridge", "resolution": 64, "n_components": 20,
         "weights": "imagenet-offline"}
     assert run.config["data"] == str(demo_root.resolve())
+    assert run.config["response_ranks"] is None  # the default candidates (reduced-rank targets on)
     assert at.selectbox(key="runs_detail").value == run.id
     assert at.dataframe[0].value["run"].tolist() == [run.id]
 
@@ -71,9 +72,11 @@ def test_launch_a_grid_then_cancel_it(env):
     at.multiselect(key="runs_layers_mobilenet_v2").set_value(["features.3", "features.6"])
     at.multiselect(key="runs_estimators").set_value(["ridge", "banded"]).run()
     assert "6 runs will be launched." in [c.value for c in at.caption]  # per subject: 2 ridge + 1 banded
+    at.checkbox(key="runs_low_rank").uncheck()
     at.button(key="runs_launch").click().run()
     assert not at.exception and not at.error
     runs = env.list()
+    assert all(r.config["response_ranks"] == [0] for r in runs)  # reduced-rank targets off
     assert len(runs) == 6 and len({r.group for r in runs}) == 1 and runs[0].group.startswith("grid-")
     assert sorted((r.config["subjects"][0], "+".join(r.config["layers"]), r.config["estimator"]) for r in runs) == [
         (s, layers, est) for s in (1, 2)

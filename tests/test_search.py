@@ -52,6 +52,7 @@ def test_search_writes_results_and_resumes(demo_root, env, tmp_path):
     assert all(r["state"] in ("COMPLETE", "PRUNED") for r in rows) and len(rows) >= 6
     done = [r for r in rows if r["state"] == "COMPLETE"]
     assert all(r["estimator"] in space.ESTIMATORS and r["fit_seconds"] > 0 for r in done)
+    assert "response_rank" in rows[0]  # every parameter a trial can take is a column
     n_lh = artifacts.read_part(out / "subj01", "lh").size
     kept = [artifacts.read_trial_arrays(out, "subj01/lh", r["trial"], n_lh) for r in done if r["scope"] == "lh"]
     assert kept and all(k is not None and np.isfinite(k[0]).all() for k in kept)  # what the assembly reads

@@ -8,6 +8,7 @@ import streamlit as st
 from core.algonauts2023 import pipeline
 from core.algonauts2023.dataset import HEMIS
 from core.encoding.fitting import ESTIMATORS
+from core.encoding.lowrank import DEFAULT_RANKS
 from core.features.extraction import REDUCTIONS
 from core.runs.store import Run
 from ui.controls import backbone_controls
@@ -87,20 +88,26 @@ def form(kind: str, key: str) -> Launch | None:
         val_fraction = b1.number_input("Validation fraction", 0.05, 0.5, 0.1, step=0.05, key=f"{key}_val_fraction",
                                        help="Share of the training images held out to measure validation r.")  # fmt: skip
         seed = b2.number_input("Seed", 0, 2**31 - 1, 0, key=f"{key}_seed")
+        low_rank = kind != "extract" and b4.checkbox(
+            "Reduced-rank targets", True, key=f"{key}_low_rank",
+            help="Ridge estimators: each vertex also chooses, with its alpha, the rank of the responses it is "
+                 f"fitted on (the first k principal components of the training responses, k in "
+                 f"{', '.join(map(str, DEFAULT_RANKS[1:]))}, or all of them). Solved in the dual.")  # fmt: skip
         if grid:
             workers = b3.number_input("Runs at once", 1, 16, 1, key=f"{key}_workers",
                                       help="Local worker processes; with $BES_RAY_ADDRESS set where the server runs, "
                                            "each run is a task on that Ray cluster instead.")  # fmt: skip
     common = dict(data=str(ds.root), model=model, weights=weights, layers=layers, device=DEVICES[device],
                   resolution=int(resolution), reduction=reduction, n_components=int(n_components), seed=int(seed))
+    ranks = {} if kind == "extract" or low_rank else {"response_ranks": [0]}
     if grid:
-        base = pipeline.EncodingConfig(subjects=subjects, val_fraction=float(val_fraction), **common)
+        base = pipeline.EncodingConfig(subjects=subjects, val_fraction=float(val_fraction), **common, **ranks)
         configs = pipeline.grid_configs(base, subjects, [(model, weights, layers)], estimators)
     elif kind == "extract":
         configs = [pipeline.FeatureConfig(subjects=subjects, **common).to_dict()]
     else:
         configs = [pipeline.EncodingConfig(subjects=subjects, estimator=estimators[0], val_fraction=float(val_fraction),
-                                           **common).to_dict()]  # fmt: skip
+                                           **common, **ranks).to_dict()]  # fmt: skip
     if not configs or not layers:
         st.caption("Choose at least one subject, layer and estimator.")
         return None

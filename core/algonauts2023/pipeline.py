@@ -127,9 +127,9 @@ class EncodingConfig(FeatureConfig):
             raise UserError(f"elastic net needs alpha > 0 and l1_ratio in [0, 1], got {self.alpha}, {self.l1_ratio}")
         if self.estimator not in ESTIMATORS:
             raise UserError(f"unknown estimator '{self.estimator}' (use one of: {', '.join(ESTIMATORS)})")
-        if self.response_ranks:
+        if self.response_ranks is not None:
             check_ranks(self.response_ranks)
-            if self.estimator not in RIDGE_FAMILY:
+            if any(self.response_ranks) and self.estimator not in RIDGE_FAMILY:
                 raise UserError(f"--response-ranks is for the ridge estimators ({', '.join(RIDGE_FAMILY)}), "
                                 f"not {self.estimator}")
         if self.estimator == "banded" and len(self.layers) < 2:
