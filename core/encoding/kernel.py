@@ -153,8 +153,8 @@ def fold_scores(kern: LinearKernels, tr: np.ndarray, va: np.ndarray, Y: np.ndarr
     if top and basis is None:
         basis = response_basis(Y, top, tr)
     # per alpha, validation rows through the components: (A diag(1 / (s + alpha)) U') B
-    through = [] if not top else [((A / (s + a).astype(np.float32)[None, :]) @ (U32.T @ basis[:, :top]))
-                                  for a in alphas]
+    UB = None if not top else U32.T @ basis[:, :top]
+    through = [] if not top else [(A / (s + a).astype(np.float32)[None, :]) @ UB for a in alphas]
     t = Y.shape[1]
     out = np.zeros((len(ranks), len(alphas), t), np.float32)
     step = _chunk(len(tr))
