@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latents", type=int, default=256, help="readout latents per layer (default 256)")
     p.add_argument("--max-positions", type=int, default=196,
                    help="square maps with more positions are average-pooled to at most this many (default 196)")
-    p.add_argument("--embedding-dim", type=int, default=128, help="group-PCA components of the output (default 128)")
+    p.add_argument("--embedding-dim", type=int, default=32, help="group-PCA components of the output (default 32)")
     p.add_argument("--subject-rank", type=int, default=16, help="rank of each subject's own map (default 16)")
     p.add_argument("--ensemble", type=int, default=1,
                    help="encoders trained side by side from different initialisations, predictions averaged "
