@@ -130,7 +130,7 @@ def test_response_ranks_are_chosen_per_vertex_with_alpha():
     """Responses from 2 factors plus noise: ranks are scored through the components (as a fit on the
     projected training rows would score), chosen per vertex, and the reduced-rank fit predicts better."""
     from core.encoding.kernel import LinearKernels, fold_scores
-    from core.encoding.lowrank import project, reduced, response_basis
+    from core.encoding.lowrank import project, response_basis
     from core.encoding.solvers import space_labels
 
     rng = np.random.default_rng(3)
@@ -139,6 +139,9 @@ def test_response_ranks_are_chosen_per_vertex_with_alpha():
     kern = LinearKernels(X, space_labels(None, 60), "space")
     tr, va = np.arange(30, 120), np.arange(30)
     alphas = np.array([1.0, 30.0, 1000.0])
+    def reduced(y, k):  # y projected onto its own first k components
+        return project(y, response_basis(y, k), k)
+
     projected = Y.copy()
     projected[tr] = project(Y[tr], response_basis(Y, 3, tr), 3)
     np.testing.assert_allclose(fold_scores(kern, tr, va, Y, alphas, ranks=(0, 3))[1],

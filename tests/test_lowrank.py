@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core.encoding.lowrank import project, reduced, response_basis
+from core.encoding.lowrank import project, response_basis
 from core.util.errors import UserError
 
 
@@ -17,8 +17,6 @@ def test_projection_is_the_truncated_svd_of_the_centred_rows():
     u, s, vt = np.linalg.svd(Y - mean, full_matrices=False)
     for k in (1, 3, 10):
         np.testing.assert_allclose(project(Y, basis, k), (u[:, :k] * s[:k]) @ vt[:k] + mean, rtol=1e-4, atol=1e-3)
-        np.testing.assert_allclose(reduced(Y, k), project(Y, basis, k), rtol=1e-4, atol=1e-3)
-    assert reduced(Y, None) is Y
     assert response_basis(Y[:, :4], 10).shape == (50, 4)  # no more components than vertices
     assert response_basis(Y[:6], 10).shape == (6, 5)  # nor than rows - 1
     with pytest.raises(UserError, match="response rank 11"):

@@ -164,10 +164,9 @@ def fold_scores(kern: LinearKernels, tr: np.ndarray, va: np.ndarray, Y: np.ndarr
         yv, _ = _centred(Y, va, sl)
         E = U32.T @ ytr if 0 in ranks else None
         P = basis[:, :top].T @ ytr if top else None
-        for j, k in enumerate(ranks):
+        for j, k in enumerate(ranks):  # a rank above the components' count slices to all of them
             for i, a in enumerate(alphas):
-                k_ = min(k, P.shape[0]) if k else 0
-                pred = A @ (E / (s + a).astype(np.float32)[:, None]) if not k else through[i][:, :k_] @ P[:k_]
+                pred = through[i][:, :k] @ P[:k] if k else A @ (E / (s + a).astype(np.float32)[:, None])
                 out[j, i, sl] = _val_r(pred, yv)
     return out
 
@@ -264,19 +263,19 @@ class KernelRidgeCV(RidgeCV):
         res = FitResult(None, None, best_alpha=self.best_alphas_, best_score=self.cv_r_, scores_by_alpha=self.cv_scores_)
         return self._validate_and_refit(kern, X, Y, fit_rows, hold, res, progress)
 
-    def _rank_args(self, Y: np.ndarray, rows: np.ndarray) -> dict:
+    def _rank_args(self, Y: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``_dual``'s reduced-rank arguments for a fit on ``rows``: each vertex's rank and the rows'
-        response components (of all vertices), or nothing when every vertex fits its own responses."""
+        response components (of all vertices); ``(None, None)`` when every vertex fits its own responses."""
         ranks = getattr(self, "best_ranks_", None)
         if ranks is None or not ranks.any():
-            return {}
-        return {"ranks_t": ranks, "basis": response_basis(Y, int(ranks.max()), rows)}
+            return None, None
+        return ranks, response_basis(Y, int(ranks.max()), rows)
 
     def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
         """Dual coefficients on ``rows`` with each vertex's alpha (and rank); keeps what ``predict`` needs."""
         m, sd = kern.stats(rows)
-        self.dual_coef_, self.intercept_ = _dual(kern, rows, Y, self.best_alphas_.astype(np.float64),
-                                                 **self._rank_args(Y, rows))
+        self.dual_coef_, self.intercept_ = _dual(kern, rows, Y, self.best_alphas_.astype(np.float64), None,
+                                                 *self._rank_args(Y, rows))
         self._keep_rows(kern, rows, m, sd)
 
     def _keep_rows(self, kern: LinearKernels, rows: np.ndarray, m: np.ndarray, sd: np.ndarray) -> None:
@@ -439,11 +438,11 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         t = Y.shape[1]
         self.dual_coef_ = np.zeros((len(rows), t), np.float32)
         self.intercept_ = np.zeros(t, np.float32)
-        rank = self._rank_args(Y, rows)
+        ranks, basis = self._rank_args(Y, rows)
         for g in np.unique(self.best_weight_index_):
             idx = np.flatnonzero(self.best_weight_index_ == g)
             d, b = _dual(kern, rows, Y[:, idx], self.best_alphas_[idx].astype(np.float64), self.kernel_weights_[g],
-                         **({"ranks_t": rank["ranks_t"][idx], "basis": rank["basis"]} if rank else {}))
+                         None if ranks is None else ranks[idx], basis)
             self.dual_coef_[:, idx], self.intercept_[idx] = d, b
         self._keep_rows(kern, rows, m, sd)
 

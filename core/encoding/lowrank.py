@@ -57,9 +57,3 @@ def project(Y: np.ndarray, basis: np.ndarray, rank: int) -> np.ndarray:
     B = basis[:, :rank]
     return B @ (B.T @ (Y - mean)) + mean
 
-
-def reduced(Y: np.ndarray, rank: int | None) -> np.ndarray:
-    """``Y`` projected onto its own first ``rank`` principal components (``None``: ``Y`` unchanged)."""
-    if not rank:
-        return Y
-    return project(Y, response_basis(Y, rank), min(rank, Y.shape[0] - 1, Y.shape[1]))
