@@ -8,9 +8,10 @@ On the demo (``python -m core demo``), MobileNetV2 ``features.6 features.10 feat
 1. ``pipeline --estimator banded`` on the three layers (PCA-100 each): its noise-normalised score
    on the pipeline's seeded 10% held-out images.
 2. ``search`` with ``--trials`` per scope (by default what won on the demo: the multiple-kernel
-   estimator on whole layers, full PCA or 7 x 7 pooling, one study per ROI class): each scope's
-   chosen configuration is refit on the same 90% of the training images and scored on the same
-   held-out 10% (the search itself saw all training images, through K-fold CV: the configurations
+   estimator on whole layers, full PCA or 7 x 7 pooling, one study per ROI class): the trials each
+   vertex chose from are refit on the same 90% of the training images and scored on the same held-out
+   10%. Each vertex chooses by CV on the 90% alone (:func:`holdout_r`); which trials are a scope's
+   best comes from the search, which saw every training image through K-fold CV (the configurations
    were selected with those rows in, the fits were not).
 3. Overhead: ``1 - sum(trial fit seconds) / (jobs x search wall time)`` (the search phase), and the same
    against the command's whole wall time (extraction from a warm cache, studies, assembly, zip).
@@ -57,31 +58,47 @@ def _run(args: list[str]) -> float:
 
 
 def holdout_r(cfg, out: Path, number: int, folds_seed: int = 0) -> tuple[object, dict[str, np.ndarray]]:
-    """The search's chosen configurations refit on the pipeline's 90% and scored on its held-out 10%:
-    the subject and its r per part (hemisphere, track)."""
+    """The search's result refit on the pipeline's 90% and scored on its held-out 10%: the subject and its r
+    per part (hemisphere, track).
+
+    Each vertex chooses among the same trials as the search's assembly (``study.members``, with the run's
+    ``top_trials``), but by their CV r on the 90% alone (their CV run again on those rows: the stored r saw
+    the held-out rows), so that the held-out rows choose nothing per vertex. (Which trials are a scope's
+    best still comes from the search, which saw every training image.)"""
+    import tempfile
+    from dataclasses import replace
+
+    import optuna
+
     from core.encoding.metrics import pearson_r
-    from core.encoding.splits import holdout_split
+    from core.encoding.splits import holdout_split, kfold_splits
     from core.runs import artifacts
     from core.search import space, study
 
     layout = study.layout_of(cfg.data, [number])
     subject = layout.subject(number)
     metrics = artifacts.read_metrics(out / subject.name)
+    cfg = replace(cfg, top_trials=metrics["estimator"].get("top_trials", 1))
     fit, val = holdout_split(subject.n_train, 0.1, folds_seed)
+    splits = [(fit[tr], fit[va]) for tr, va in kfold_splits(len(fit), cfg.folds, cfg.seed)]
     bank = space.Bank.open(study.bank_sources(cfg, layout, subject))
+    st = study.storage(artifacts.study_storage(out))
     out_r = {}
-    for part in subject.parts:
-        Y = np.asarray(subject.responses(part), dtype=np.float32)
-        r = np.full(Y.shape[1], np.nan)
-        scopes = {study.study_name(subject, s): s for s in study.scopes(subject, cfg.scope) if s.part == part}
-        for name in sorted((n for n in metrics["search"] if n in scopes), key=lambda n: -int(scopes[n].mask.sum())):
-            params, mask = metrics["search"][name]["params"], scopes[name].mask
-            X = bank.design(params, "train")
-            Ym = np.ascontiguousarray(Y[:, mask])
-            est = space.estimator(params, X, len(fit), cfg.backend, cfg.seed).fit(
-                space.rows(X, fit), space.train_targets(params, Ym, fit))
-            r[mask] = pearson_r(Ym[val], est.predict(space.rows(X, val)))
-        out_r[part] = r
+    with tempfile.TemporaryDirectory() as scratch:  # no stored trial arrays: members() runs each CV on the 90%
+        for part in subject.parts:
+            Y = np.asarray(subject.responses(part), dtype=np.float32)
+            r = np.full(Y.shape[1], np.nan)
+            studies = [(s, optuna.load_study(study_name=study.study_name(subject, s), storage=st))
+                       for s in study.scopes(subject, cfg.scope)
+                       if s.part == part and study.study_name(subject, s) in metrics["search"]]
+            for m in study.members(cfg, studies, Path(scratch), bank, Y, splits, subject.noise_ceiling(part)):
+                where = np.flatnonzero(m.scope.mask)
+                Ym = np.ascontiguousarray(Y[:, where])
+                X = bank.design(m.params, "train")
+                est = space.estimator(m.params, X, len(fit), cfg.backend, cfg.seed).fit(
+                    space.rows(X, fit), space.train_targets(m.params, Ym, fit))
+                r[where[m.cols]] = pearson_r(Ym[val][:, m.cols], est.predict(space.rows(X, val))[:, m.cols])
+            out_r[part] = r
     return subject, out_r
 
 

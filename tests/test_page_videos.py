@@ -338,6 +338,7 @@ def test_the_search_kind_launches_a_2021_search(demo2021_root, monkeypatch, tmp_
     at.multiselect(key="videos_search_frames").set_value([8, 2])
     at.number_input(key="videos_search_resolution").set_value(64)
     at.number_input(key="videos_search_trials").set_value(1)
+    at.number_input(key="videos_search_top").set_value(2)
     at.number_input(key="videos_search_pca").set_value(10).run()
     at.button(key="videos_launch").click().run()
     assert not at.exception and not at.error
@@ -345,9 +346,9 @@ def test_the_search_kind_launches_a_2021_search(demo2021_root, monkeypatch, tmp_
     assert at.success[0].value.startswith(f"Launched 1 run: {run.id}")
     assert run.kind == "search" and run.pid
     assert {k: run.config[k] for k in ("data", "subjects", "frames", "resolution", "trials", "scope", "estimators",
-                                       "n_components", "layers")} == {
+                                       "n_components", "layers", "top_trials")} == {
         "data": str(demo2021_root.resolve()), "subjects": [2], "frames": [2, 8], "resolution": 64, "trials": 1,
-        "scope": "roi", "estimators": ["ridge"], "n_components": 10, "layers": ["features.6"]}
+        "scope": "roi", "estimators": ["ridge"], "n_components": 10, "layers": ["features.6"], "top_trials": 2}
     table = at.dataframe[1].value  # the run list: the search is a run of this data directory
     assert table["run"].tolist() == [run.id] and table["kind"].tolist() == ["search (2021)"]
     assert table["frames"].tolist() == ["2 8"] and table["tracks"].tolist() == ["mini_track, full_track"]

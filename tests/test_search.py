@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import optuna
@@ -53,6 +54,8 @@ def test_search_writes_results_and_resumes(demo_root, env, tmp_path):
     done = [r for r in rows if r["state"] == "COMPLETE"]
     assert all(r["estimator"] in space.ESTIMATORS and r["fit_seconds"] > 0 for r in done)
     assert "response_rank" in rows[0]  # every parameter a trial can take is a column
+    lh = artifacts.read_metrics(out / "subj01")["search"]["subj01/lh"]  # each vertex took one of the top trials
+    assert sum(m["n_vertices"] for m in lh["members"]) == lh["n_vertices"] and lh["members"][0]["trial"] >= 0
     n_lh = artifacts.read_part(out / "subj01", "lh").size
     kept = [artifacts.read_trial_arrays(out, "subj01/lh", r["trial"], n_lh) for r in done if r["scope"] == "lh"]
     assert kept and all(k is not None and np.isfinite(k[0]).all() for k in kept)  # what the assembly reads
@@ -200,6 +203,47 @@ def test_reduced_rank_trials_fit_the_responses_first_components():
         ranks.append(space.suggest(trial, bank, ["ridge"], 5).get("response_rank"))
         s.tell(trial, 0.0)
     assert None in ranks and {r for r in ranks if r} <= set(range(2, 6)) and any(ranks)
+
+
+def test_each_vertex_takes_the_best_of_the_top_trials_of_its_scopes(tmp_path):
+    """Vertices 0-5 follow layer a, 6-9 layer b; the hemisphere's study has a trial on each layer, a smaller
+    scope (6-9) one on layer a. With two top trials per scope each vertex takes its layer's hemisphere trial
+    (by the trials' stored CV r, or their CV run again when the arrays are damaged); with one, every vertex
+    takes the hemisphere's best or the small scope's, whichever scored better on it."""
+    from core.search.layouts import Scope
+
+    rng = np.random.default_rng(2)
+    layers = ["a", "b"]
+    train = {("pca", layer): rng.standard_normal((60, 20)).astype(np.float32) for layer in layers}
+    bank = space.Bank(layers, train, {k: v[:5] for k, v in train.items()})
+    Y = np.concatenate([train["pca", "a"][:, :3] @ rng.standard_normal((3, 6)),
+                        train["pca", "b"][:, :3] @ rng.standard_normal((3, 4))], 1)
+    Y = (Y + 0.5 * rng.standard_normal(Y.shape)).astype(np.float32)
+    splits = study.kfold_splits(60, 3, 0)
+    hemi, small = Scope("lh", "lh", np.ones(10, bool)), Scope("lh/x", "lh", np.arange(10) >= 6)
+    studies = []
+    for sc, trial_layers in ((hemi, layers), (small, ["a"])):
+        s = optuna.create_study(study_name=f"subj01/{sc.name}", direction="maximize")
+        for layer in trial_layers:
+            params = {"estimator": "ridge", "layer": layer, "n_components": 10}
+            cv = space.cross_validate(params, bank, np.ascontiguousarray(Y[:, sc.mask]), splits, None, "numpy", 0)
+            s.add_trial(optuna.trial.create_trial(value=cv.score, user_attrs={"params": params}))
+            artifacts.write_trial_arrays(tmp_path, s.study_name, s.trials[-1].number, cv.r, cv.alphas)
+        studies.append((sc, s))
+    cfg = study.SearchConfig(data="unused", subjects=[1], folds=3, top_trials=2, device="cpu")
+
+    def taken(chosen):
+        return {(m.scope.name, m.params["layer"]): m.cols.tolist() for m in chosen}
+
+    expected = {("lh", "a"): list(range(6)), ("lh", "b"): list(range(6, 10))}
+    assert taken(study.members(cfg, studies, tmp_path, bank, Y, splits, None)) == expected
+    for f in (tmp_path / artifacts.TRIAL_ARRAYS).rglob("*.npy"):
+        f.write_bytes(b"damaged")
+    assert taken(study.members(cfg, studies, tmp_path, bank, Y, splits, None)) == expected
+    one = taken(study.members(replace(cfg, top_trials=1), studies, tmp_path, bank, Y, splits, None))
+    best = studies[0][1].best_trial.user_attrs["params"]["layer"]
+    assert set(one) <= {("lh", best), ("lh/x", "a")} and sum(map(len, one.values())) == 10
+    assert one[("lh", best)][:6] == list(range(6))  # positions in the hemisphere; the small scope's in its own
 
 
 @pytest.mark.parametrize("change, message", [

@@ -1,4 +1,4 @@
-"""``python -m core search``: per-scope hyper-parameter search (Optuna), refit of the best, submission.
+"""``python -m core search``: per-scope hyper-parameter search (Optuna), refit of the winners, submission.
 
     python -m core search --data DIR --subjects 1 --model NAME --weights W --layers L [L ...] \\
         --trials N --out OUT [--scope roi|class|hemisphere] [--timeout S] [--jobs J] [--device cpu|cuda]
@@ -8,7 +8,9 @@ One Optuna study per scope (each ROI, ROI class or hemisphere; the hemispheres a
 PCA components (slices of one large PCA per layer) or pooling, estimator (ridge with per-vertex
 CV alpha, banded ridge, multiple-kernel ridge, PLS, elastic net) and the targets it fits (the
 scope's responses, or their first k principal components: reduced-rank regression), scored by
-K-fold CV on the training images against the responses themselves. Writes
+K-fold CV on the training images against the responses themselves. Each vertex then takes, among
+its scope's ``--top-trials`` best trials, the one with the best CV r on it; those are refit on all
+training images. Writes
 ``OUT/submission.zip``, ``OUT/metrics.json`` (as ``pipeline``), ``OUT/trials.csv`` and the study
 ``OUT/study.db``: running the same command again resumes a stopped search. Trials run in ``--jobs``
 local processes, or as Ray tasks on the cluster at ``$BES_RAY_ADDRESS``. Everything is checked
@@ -55,6 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "demo; 0: PCA only)")
     p.add_argument("--folds", type=int, default=5, help="CV folds of the objective (default 5)")
     p.add_argument("--sampler", choices=("tpe", "gp"), default="tpe", help="Optuna sampler (default tpe)")
+    p.add_argument("--top-trials", type=int, default=5, metavar="K",
+                   help="each vertex takes, among its scope's K best trials, the one with the best CV r on it "
+                        "(default 5; 1: the scope's best trial for all; rerun a finished search to reassemble)")
     p.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
     p.add_argument("--seed", type=int, default=0, help="seed of PCA, folds and sampler (default 0)")
     p.add_argument("--frames", type=int, nargs="+", default=[4, 8, 16], metavar="F",
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         layers=list(args.layers), device=args.device, resolution=args.resolution, n_components=args.n_components,
         pool_size=args.pool_size, seed=args.seed, trials=args.trials, scope=args.scope, timeout=args.timeout,
         jobs=args.jobs, estimators=list(args.estimators), folds=args.folds, sampler=args.sampler,
-        frames=list(args.frames),
+        frames=list(args.frames), top_trials=args.top_trials,
     ).checked()
     outdir.make_dir(out, out)
     with contextlib.nullcontext() if args.quiet else TqdmProgress(desc="search") as bar:

@@ -3,13 +3,15 @@
 ``run_search(cfg, out)`` extracts each layer once (one large PCA per layer, optionally pooling),
 creates or reopens one study per scope in ``out/study.db`` (Optuna RDB storage on SQLite), runs
 ``cfg.jobs`` worker processes that share it (Ray tasks when ``$BES_RAY_ADDRESS`` is set), then
-refits each scope's best configuration on all training images and writes the subject's results,
-``trials.csv``, the submission zip and ``metrics.json`` through :mod:`core.runs.artifacts`.
+refits the configurations the vertices chose on all training images (each vertex takes, among the
+``top_trials`` best trials of every scope holding it, the one with the best CV r on it) and writes the
+subject's results, ``trials.csv``, the submission zip and ``metrics.json`` through
+:mod:`core.runs.artifacts`.
 
 Resuming: trials are stored as they finish, so running the same search again on the same ``out``
 continues where it stopped; trials that were running when a search was killed are marked failed
 and redone. Scopes: every hemisphere as a whole (always: vertices outside every ROI take it), plus
-every ROI (``roi``) or every ROI class (``class``); a vertex takes the smallest scope holding it.
+every ROI (``roi``) or every ROI class (``class``).
 On an Algonauts 2021 (videos) dataset the scopes are the mini-track ROIs and the whole brain, the
 frames per clip are searched too, and the result is the 2021 pipeline's (``mini_track.zip``,
 ``full_track.zip``); see :mod:`core.search.layouts`.
@@ -25,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Self
+from typing import Any, Callable, Self
 
 import numpy as np
 
@@ -57,6 +59,9 @@ class SearchConfig(FeatureConfig):
     ``n_components``: size of the one PCA per layer whose first ``k`` columns the trials use
     (clipped to the training images - 1); ``pool_size`` > 0 adds ``k x k`` pooling as a candidate.
     ``frames``: candidate frames per clip (Algonauts 2021 videos only; each is extracted once).
+    ``top_trials``: how many of each scope's best trials a vertex chooses from (those of every scope
+    holding it), by its own CV r. It only changes the assembly: a finished search can be assembled
+    again with another value.
     """
 
     n_components: int = 1000
@@ -69,6 +74,7 @@ class SearchConfig(FeatureConfig):
     folds: int = 5
     sampler: str = "tpe"
     frames: list[int] = field(default_factory=lambda: [4, 8, 16])
+    top_trials: int = 5
 
     def checked(self) -> Self:
         if self.scope not in SCOPES:
@@ -77,6 +83,8 @@ class SearchConfig(FeatureConfig):
             raise UserError(f"unknown sampler '{self.sampler}' (use one of: {', '.join(SAMPLERS)})")
         if self.trials < 1:
             raise UserError(f"--trials must be at least 1, got {self.trials}")
+        if not 1 <= self.top_trials <= 100:
+            raise UserError(f"--top-trials must be between 1 and 100, got {self.top_trials}")
         if self.jobs < 1:
             raise UserError(f"--jobs must be at least 1, got {self.jobs}")
         if self.timeout is not None and not self.timeout > 0:
@@ -318,19 +326,71 @@ def _run_ray(specs: list[dict], poll: Callable[[], None], address: str) -> None:
 
 # -- assembling the result --------------------------------------------------------------------------------------
 def _best(study):
+    return next(iter(_top(study, 1)), None)
+
+
+def _top(study, k: int) -> list:
+    """The ``k`` best completed trials, best first."""
     import optuna
 
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return max(done, key=lambda t: t.value) if done else None
+    return sorted(done, key=lambda t: -t.value)[:k]
+
+
+@dataclass
+class Member:
+    """A trial in a part's result: its scope, the scope's vertices (``cols``, positions within the scope)
+    that took it, and its CV r and (kernel trials) alphas on every vertex of its scope."""
+
+    trial: Any
+    scope: Scope
+    cols: np.ndarray
+    r: np.ndarray
+    alphas: np.ndarray | None
+
+    @property
+    def params(self) -> dict:
+        return self.trial.user_attrs["params"]
+
+
+def members(cfg: SearchConfig, studies: list[tuple[Scope, Any]], out: Path, bank: space.Bank, Y: np.ndarray,
+            splits: list, noise_ceiling: np.ndarray | None) -> list[Member]:
+    """Which trial each vertex of a part (the columns of ``Y``) takes: among the ``cfg.top_trials`` best
+    trials of every scope holding it (``studies``: the part's scopes and their studies), the one with the
+    best CV r on it (ties: the larger scope, then the better trial). All were scored on the same folds.
+
+    Each trial's r comes from its stored arrays (its CV is run again when they are missing or damaged).
+    A vertex's reported r is then the best of several, as a scope's best trial's score is the best of
+    its trials. A vertex's own ROI's trials fit its ROI; its hemisphere's fit reduced-rank targets with
+    the whole hemisphere's components: the choice takes whichever serves the vertex."""
+    best = np.full(Y.shape[1], -np.inf)
+    owner = np.full(Y.shape[1], -1)
+    found = []
+    for sc, study in sorted(studies, key=lambda s: -int(s[0].mask.sum())):
+        where = np.flatnonzero(sc.mask)
+        for t in _top(study, cfg.top_trials):
+            arrays = artifacts.read_trial_arrays(out, study.study_name, t.number, where.size)
+            if arrays is None:
+                Ys = np.ascontiguousarray(Y[:, where])
+                nc = None if noise_ceiling is None else noise_ceiling[where]
+                cv = space.cross_validate(t.user_attrs["params"], bank, Ys, splits, nc, cfg.backend, cfg.seed)
+                arrays = cv.r, cv.alphas
+            r = np.nan_to_num(arrays[0], nan=-np.inf)
+            better = r > best[where]
+            best[where[better]], owner[where[better]] = r[better], len(found)
+            found.append((sc, t, *arrays))
+    out_members = []
+    for i, (sc, t, r, alphas) in enumerate(found):
+        cols = np.flatnonzero(owner[np.flatnonzero(sc.mask)] == i)
+        if cols.size:
+            out_members.append(Member(t, sc, cols, r, alphas))
+    return out_members
 
 
 def assemble(cfg: SearchConfig, subject, bank: space.Bank, out: Path,
              progress: Progress | None = None) -> SubjectResult:
-    """Each scope's best configuration: its trial's CV r on the training images, refit on all of them,
-    test predictions.
-
-    Vertices take the smallest scope holding them that has a finished trial (the part-wide one otherwise).
-    """
+    """Each vertex's configuration (:func:`members`): its trial's CV r on the training images, the trial
+    refit on all of them (on its whole scope, as in its CV: PLS couples the vertices), test predictions."""
     import optuna
 
     st = storage(artifacts.study_storage(out))
@@ -343,44 +403,45 @@ def assemble(cfg: SearchConfig, subject, bank: space.Bank, out: Path,
         n_v = Y_all.shape[1]
         val_r = np.full(n_v, np.nan, np.float32)
         pred = np.zeros((subject.n_test, n_v), np.float32)
-        winner = np.full(n_v, -1, np.int32)
         nc_all = subject.noise_ceiling(hemi)
-        mine = sorted([s for s in all_scopes if s.part == hemi], key=lambda s: -int(s.mask.sum()))
-        for j, sc in enumerate(mine):
+        studies = []
+        for sc in [s for s in all_scopes if s.part == hemi]:
             study = optuna.load_study(study_name=study_name(subject, sc), storage=st)
+            if _best(study) is not None:
+                studies.append((sc, study))
+            elif needed(subject, sc):
+                raise UserError(f"{subject.name} {sc.name}: no trial of this scope finished "
+                                "(raise --timeout or --trials)")
+        used = members(cfg, studies, out, bank, Y_all, splits, nc_all)
+        for j, m in enumerate(used):
+            where = np.flatnonzero(m.scope.mask)
+            Y = np.ascontiguousarray(Y_all[:, where])
+            est = space.fit_final(m.params, bank, Y, m.alphas, cfg.backend, cfg.seed)
+            val_r[where[m.cols]] = m.r[m.cols]
+            pred[:, where[m.cols]] = est.predict(bank.design(m.params, "test"))[:, m.cols]
+            report(progress, (i + (j + 1) / len(used)) / len(parts), f"{hemi}: refit {m.scope.name}")
+        for sc, study in studies:
             best = _best(study)
-            if best is None:
-                if needed(subject, sc):
-                    raise UserError(f"{subject.name} {sc.name}: no trial of this scope finished "
-                                    "(raise --timeout or --trials)")
-                continue
             params = best.user_attrs["params"]
-            Y = np.ascontiguousarray(Y_all[:, sc.mask])
-            kept = artifacts.read_trial_arrays(out, study_name(subject, sc), best.number, Y.shape[1])
-            if kept is None:  # written by the trial; run its CV again if it is missing or damaged
-                cv = space.cross_validate(params, bank, Y, splits, None if nc_all is None else nc_all[sc.mask],
-                                          cfg.backend, cfg.seed)
-                kept = cv.r, cv.alphas
-            est = space.fit_final(params, bank, Y, kept[1], cfg.backend, cfg.seed)
-            val_r[sc.mask] = kept[0]
-            pred[:, sc.mask] = est.predict(bank.design(params, "test"))
-            winner[sc.mask] = len(chosen)
             chosen[study_name(subject, sc)] = {
                 "scope": sc.name, "hemi": hemi, "n_vertices": int(sc.mask.sum()), "params": params,
                 "label": space.describe(params), "cv_score": float(best.value), "trial": int(best.number),
                 "n_trials": len(study.get_trials(deepcopy=False)),
+                "members": [{"trial": int(m.trial.number), "label": space.describe(m.params),
+                             "cv_score": float(m.trial.value), "n_vertices": int(m.cols.size)}
+                            for m in used if m.scope.name == sc.name],
             }
-            report(progress, (i + (j + 1) / len(mine)) / len(parts), f"{hemi}: refit {sc.name}")
         metrics = part_metrics(val_r, subject.roi_masks(hemi), nc_all)
         metrics["scopes_used"] = sorted({k for k, v in chosen.items() if v["hemi"] == hemi})
         results[hemi] = PartResult(hemi, val_r, pred, metrics)
     info = {
         "subject": subject.name, "data": str(subject.root),
-        "estimator": {"kind": "search", "scope": cfg.scope, "estimators": cfg.estimators},
+        "estimator": {"kind": "search", "scope": cfg.scope, "estimators": cfg.estimators,
+                      "top_trials": cfg.top_trials},
         "features": [{"name": f"{cfg.model}:{layer}", "n_features": int(x.shape[1]), "source": src}
                      for (src, layer), x in bank.train.items()],
         "validation": {"kind": "kfold", "n_folds": cfg.folds, "seed": cfg.seed, "n_train": int(subject.n_train),
-                       "note": "CV r of each scope's chosen configuration (chosen on the same folds)"},
+                       "note": "CV r of each vertex's chosen configuration (chosen on the same folds)"},
         "hemispheres": {h: r.metrics for h, r in results.items()},
         "search": chosen,
         "n_test": int(subject.n_test),
