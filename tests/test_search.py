@@ -64,7 +64,8 @@ def test_search_writes_results_and_resumes(demo_root, env, tmp_path):
     # a trial left running by a killed search is failed and redone; finished trials are kept
     st = study.storage(artifacts.study_storage(out))
     optuna.load_study(study_name="subj01/lh", storage=st).ask()
-    assert main(_argv(demo_root, out, 4)) == 0
+    assert main(_argv(demo_root, out, 4, "--top-trials", "2")) == 0
+    assert artifacts.read_metrics(out / "subj01")["estimator"]["top_trials"] == 2  # an assembly setting, not the study's
     rows = artifacts.read_trials(out)
     for key, row in first.items():
         assert {k: rows_by(rows)[key][k] for k in ("state", "cv_score")} == {k: row[k] for k in ("state", "cv_score")}
