@@ -199,6 +199,8 @@ def layer_map(run: Run, subject, kind: str, url: str, key: str) -> None:
     if not labels:
         return
     st.markdown("**Which layer won where**")
+    st.caption("By each scope's best trial so far. The result lets each vertex take the best, by its own CV r, of "
+               "the top trials of every scope holding it (the subject's metrics.json lists them per scope).")
     counts = pd.DataFrame({HEMI_NAMES.get(p, p): [int((won[p][0] == i).sum()) for i in range(len(labels))]
                            for p in won}, index=labels)
     if set(won) != set(HEMIS):  # 2021 tracks: voxels, no cortex surface
