@@ -241,6 +241,10 @@ def test_each_vertex_takes_the_best_of_the_top_trials_of_its_scopes(tmp_path):
     for f in (tmp_path / artifacts.TRIAL_ARRAYS).rglob("*.npy"):
         f.write_bytes(b"damaged")
     assert taken(study.members(cfg, studies, tmp_path, bank, Y, splits, None)) == expected
+    for t in studies[0][1].trials:  # a vertex no trial has an r for still takes one: the largest scope's best
+        artifacts.write_trial_arrays(tmp_path, "subj01/lh", t.number, np.r_[np.nan, np.full(9, 0.5)], None)
+    assert 0 in sum((m.cols.tolist() for m in study.members(cfg, studies, tmp_path, bank, Y, splits, None)
+                     if m.scope.name == "lh"), [])
     one = taken(study.members(replace(cfg, top_trials=1), studies, tmp_path, bank, Y, splits, None))
     best = studies[0][1].best_trial.user_attrs["params"]["layer"]
     assert set(one) <= {("lh", best), ("lh/x", "a")} and sum(map(len, one.values())) == 10

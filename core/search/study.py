@@ -376,7 +376,7 @@ def members(cfg: SearchConfig, studies: list[tuple[Scope, Any]], out: Path, bank
                 cv = space.cross_validate(t.user_attrs["params"], bank, Ys, splits, nc, cfg.backend, cfg.seed)
                 arrays = cv.r, cv.alphas
             r = np.nan_to_num(arrays[0], nan=-np.inf)
-            better = r > best[where]
+            better = (r > best[where]) | (owner[where] < 0)  # the first candidate holds even a vertex with no r
             best[where[better]], owner[where[better]] = r[better], len(found)
             found.append((sc, t, *arrays))
     out_members = []
