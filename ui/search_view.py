@@ -135,8 +135,8 @@ def search_settings(key: str, n_train: int, fixed_scopes: str | None = None) -> 
                            help="tpe: Optuna's default, handles the conditional space; gp: Gaussian process")
     top = st.columns(4)[0].number_input(
         "Vertices choose among the best k trials", 1, 100, 5, key=f"{key}_top",
-        help="Each vertex takes, among its scope's k best trials, the one with the best CV r on it (1: the "
-             "scope's best trial for all its vertices).")
+        help="Each vertex takes, among the k best trials of every scope holding it (its ROI's or class's, its "
+             "hemisphere's), the one with the best CV r on it (1: the best of those scopes' best trials).")
     return dict(trials=int(trials), **scope, jobs=int(jobs), timeout=float(timeout) or None,
                 estimators=list(estimators), n_components=int(n_components), pool_size=int(pool), sampler=sampler,
                 top_trials=int(top))

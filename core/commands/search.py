@@ -9,8 +9,8 @@ PCA components (slices of one large PCA per layer) or pooling, estimator (ridge 
 CV alpha, banded ridge, multiple-kernel ridge, PLS, elastic net) and the targets it fits (the
 scope's responses, or their first k principal components: reduced-rank regression), scored by
 K-fold CV on the training images against the responses themselves. Each vertex then takes, among
-its scope's ``--top-trials`` best trials, the one with the best CV r on it; those are refit on all
-training images. Writes
+the ``--top-trials`` best trials of every scope holding it, the one with the best CV r on it; those
+are refit on all training images. Writes
 ``OUT/submission.zip``, ``OUT/metrics.json`` (as ``pipeline``), ``OUT/trials.csv`` and the study
 ``OUT/study.db``: running the same command again resumes a stopped search. Trials run in ``--jobs``
 local processes, or as Ray tasks on the cluster at ``$BES_RAY_ADDRESS``. Everything is checked
@@ -58,8 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=5, help="CV folds of the objective (default 5)")
     p.add_argument("--sampler", choices=("tpe", "gp"), default="tpe", help="Optuna sampler (default tpe)")
     p.add_argument("--top-trials", type=int, default=5, metavar="K",
-                   help="each vertex takes, among its scope's K best trials, the one with the best CV r on it "
-                        "(default 5; 1: the scope's best trial for all; rerun a finished search to reassemble)")
+                   help="each vertex takes, among the K best trials of every scope holding it (its ROI's or "
+                        "class's, its hemisphere's), the one with the best CV r on it (default 5; 1: the best of "
+                        "those scopes' best trials; rerun a finished search to reassemble)")
     p.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
     p.add_argument("--seed", type=int, default=0, help="seed of PCA, folds and sampler (default 0)")
     p.add_argument("--frames", type=int, nargs="+", default=[4, 8, 16], metavar="F",

@@ -245,12 +245,14 @@ def _kernel_cv(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_ceil
     return CVResult(r, score(r, noise_ceiling), len(splits), clock["fit"], chosen)
 
 
-def fit_final(params: dict, bank: Bank, Y: np.ndarray, alphas: np.ndarray | None, backend: str, seed: int):
+def fit_final(params: dict, bank: Bank, Y: np.ndarray, alphas: np.ndarray | None, backend: str, seed: int,
+              bases: dict | None = None):
     """``params``' estimator fitted on every training image. A kernel trial's per-vertex ``alphas``
-    (from its CV) are kept and its Gram matrices come from the bank: one eigendecomposition, no CV."""
+    (from its CV) are kept and its Gram matrices come from the bank: one eigendecomposition, no CV.
+    ``bases``: ``Y``'s response components kept between the fits of several trials on it (:func:`train_targets`)."""
     X = bank.design(params, "train")
     est = estimator(params, X, Y.shape[0], backend, seed)
-    Y = train_targets(params, Y, np.arange(Y.shape[0]))
+    Y = train_targets(params, Y, np.arange(Y.shape[0]), bases)
     if params["estimator"] == "kernel" and alphas is not None:
         return est.fit_chosen(bank.kernels(bank.source(params, params["reduction"])), Y, alphas)
     return est.fit(X, Y)

@@ -358,6 +358,7 @@ def members(cfg: SearchConfig, studies: list[tuple[Scope, Any]], out: Path, bank
     """Which trial each vertex of a part (the columns of ``Y``) takes: among the ``cfg.top_trials`` best
     trials of every scope holding it (``studies``: the part's scopes and their studies), the one with the
     best CV r on it (ties: the larger scope, then the better trial). All were scored on the same folds.
+    Members come grouped by scope, larger scopes first.
 
     Each trial's r comes from its stored arrays (its CV is run again when they are missing or damaged).
     A vertex's reported r is then the best of several, as a scope's best trial's score is the best of
@@ -368,12 +369,14 @@ def members(cfg: SearchConfig, studies: list[tuple[Scope, Any]], out: Path, bank
     found = []
     for sc, study in sorted(studies, key=lambda s: -int(s[0].mask.sum())):
         where = np.flatnonzero(sc.mask)
+        Ys, bases = None, {}  # the scope's responses and their folds' components, for CVs run again
         for t in _top(study, cfg.top_trials):
             arrays = artifacts.read_trial_arrays(out, study.study_name, t.number, where.size)
             if arrays is None:
-                Ys = np.ascontiguousarray(Y[:, where])
+                Ys = np.ascontiguousarray(Y[:, where]) if Ys is None else Ys
                 nc = None if noise_ceiling is None else noise_ceiling[where]
-                cv = space.cross_validate(t.user_attrs["params"], bank, Ys, splits, nc, cfg.backend, cfg.seed)
+                cv = space.cross_validate(t.user_attrs["params"], bank, Ys, splits, nc, cfg.backend, cfg.seed,
+                                          bases=bases)
                 arrays = cv.r, cv.alphas
             r = np.nan_to_num(arrays[0], nan=-np.inf)
             better = (r > best[where]) | (owner[where] < 0)  # the first candidate holds even a vertex with no r
@@ -404,24 +407,27 @@ def assemble(cfg: SearchConfig, subject, bank: space.Bank, out: Path,
         val_r = np.full(n_v, np.nan, np.float32)
         pred = np.zeros((subject.n_test, n_v), np.float32)
         nc_all = subject.noise_ceiling(hemi)
-        studies = []
+        studies, bests = [], {}
         for sc in [s for s in all_scopes if s.part == hemi]:
             study = optuna.load_study(study_name=study_name(subject, sc), storage=st)
-            if _best(study) is not None:
+            bests[sc.name] = _best(study)
+            if bests[sc.name] is not None:
                 studies.append((sc, study))
             elif needed(subject, sc):
                 raise UserError(f"{subject.name} {sc.name}: no trial of this scope finished "
                                 "(raise --timeout or --trials)")
         used = members(cfg, studies, out, bank, Y_all, splits, nc_all)
+        scope = None
         for j, m in enumerate(used):
             where = np.flatnonzero(m.scope.mask)
-            Y = np.ascontiguousarray(Y_all[:, where])
-            est = space.fit_final(m.params, bank, Y, m.alphas, cfg.backend, cfg.seed)
+            if m.scope is not scope:  # a scope's members share its responses and their components
+                scope, Y, bases = m.scope, np.ascontiguousarray(Y_all[:, where]), {}
+            est = space.fit_final(m.params, bank, Y, m.alphas, cfg.backend, cfg.seed, bases)
             val_r[where[m.cols]] = m.r[m.cols]
             pred[:, where[m.cols]] = est.predict(bank.design(m.params, "test"))[:, m.cols]
             report(progress, (i + (j + 1) / len(used)) / len(parts), f"{hemi}: refit {m.scope.name}")
         for sc, study in studies:
-            best = _best(study)
+            best = bests[sc.name]
             params = best.user_attrs["params"]
             chosen[study_name(subject, sc)] = {
                 "scope": sc.name, "hemi": hemi, "n_vertices": int(sc.mask.sum()), "params": params,
