@@ -76,6 +76,16 @@ def write_pngs(folder: Path, n: int, seed: int = 0, size: int = 425, mode: str =
     return out
 
 
+@pytest.fixture(autouse=True)
+def _pytest_main_module():
+    """``AppTest`` leaves the last script it ran as ``sys.modules["__main__"]``, and a process started by
+    the ``spawn`` method (the search's local workers) runs ``__main__`` again: every worker would run a
+    page, generating the demo. Each test gets pytest's ``__main__`` back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path) -> Path:
     return make_tiny_dataset(tmp_path / "data")
