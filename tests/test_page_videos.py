@@ -323,6 +323,8 @@ def test_the_search_kind_launches_a_2021_search(demo2021_root, monkeypatch, tmp_
     assert at.number_input(key="videos_search_pca").value == 39  # at most training clips - 1
     assert "videos_search_scope" not in [s.key for s in at.selectbox]  # the 2021 scopes are fixed
     assert any(m.value.startswith("**Scopes:** each mini-track ROI and the whole brain") for m in at.markdown)
+    n = 2 * (1 + len(open_dataset2021(demo2021_root).subject(1).rois("mini_track")))  # each subject's whole brain and ROIs
+    assert any(f"{n} studies × 30 trials = {30 * n} trials" in c.value for c in at.caption)
 
     at.multiselect(key="videos_search_estimators").set_value(["banded"])
     at.button(key="videos_launch").click().run()

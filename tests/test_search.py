@@ -360,6 +360,9 @@ def test_runs_page_offers_the_search_kind(demo_root, monkeypatch, tmp_path):
     at.selectbox(key="runs_kind").select("search").run()
     assert not at.exception, at.exception
     assert at.number_input(key="runs_search_trials").value == 30
+    assert any(c.value.startswith("60 studies × 30 trials = 1,800 trials") for c in at.caption)  # the demo's ROIs
+    at.selectbox(key="runs_search_scope").select("class").run()
+    assert any(c.value.startswith("14 studies × 30 trials = 420 trials") for c in at.caption)
     at.multiselect(key="runs_search_estimators").set_value([]).run()
     assert at.button(key="runs_launch").disabled  # nothing can be queued without an estimator
     assert any("at least one layer and one estimator" in c.value for c in at.caption)

@@ -63,6 +63,7 @@ def form(key: str) -> Launch | None:
         return None
     config = SearchConfig(data=str(ds.root), subjects=[subject.number], model=model, weights=weights, layers=layers,
                           device=DEVICES[device], reduction="pca", **settings)
+    st.caption(size_caption([subject], config))
     return Launch("search", [config.to_dict()])
 
 
@@ -89,9 +90,18 @@ def video_form(key: str) -> Launch | None:
         return None
     config = SearchConfig(data=str(dataset.root), subjects=subjects, model=model, weights=weights, layers=layers,
                           device=DEVICES[device], resolution=resolution, frames=sorted(frames), **settings)
+    layout = layout_of(str(dataset.root), subjects)
     st.caption(f"One search on `{dataset.root}`, subject after subject; it writes the winners' validated "
-               "mini_track.zip / full_track.zip.")  # fmt: skip
+               f"mini_track.zip / full_track.zip. {size_caption([layout.subject(s) for s in subjects], config)}")
     return Launch("search", [config.to_dict()])
+
+
+def size_caption(subjects: list, config: SearchConfig) -> str:
+    """How big the search is before it is launched: its studies (every subject's scopes) x trials."""
+    n = sum(len(study.scopes(s, config.scope)) for s in subjects)
+    limit = "; the time limit may stop it sooner" if config.timeout else ""
+    return (f"{n} studies × {config.trials} trials = {n * config.trials:,} trials, each a {config.folds}-fold CV "
+            f"fit{limit}.")
 
 
 def details(run: Run) -> None:
