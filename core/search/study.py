@@ -527,7 +527,10 @@ def bank_sources(cfg: SearchConfig, layout: Layout, subject, progress=None, log=
 
 def run_search(cfg: SearchConfig, out: Path, *, progress: Progress | None = None,
                log: Callable[[str], None] | None = None, timings: dict[str, float] | None = None) -> dict:
-    """Search, assemble and write every subject (see the module docstring); returns the summary."""
+    """Search, assemble and write every subject (see the module docstring); returns the summary.
+
+    Local workers are ``spawn``ed processes, which run the caller's ``__main__`` module again: a script
+    calling this keeps its work under ``if __name__ == "__main__":``."""
     timings = {} if timings is None else timings
     start = time.perf_counter()
     deadline = None if cfg.timeout is None else time.time() + cfg.timeout
