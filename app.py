@@ -1,5 +1,7 @@
 """Brain Encoding Studio dashboard: ``streamlit run app.py``. Home is ``ui.home``; the other pages live in
-``pages/`` and keep their URLs (``/Dataset``, ``/Explore``, ...)."""
+``app_pages/`` and keep their URLs (``/Dataset``, ``/Explore``, ...). Not ``pages/``: Streamlit runs a session's
+first script of a freshly started server as an old-style multipage app when a ``pages/`` folder sits beside
+``app.py``, so the first visitor arriving at ``/Runs`` got a navigation without Home (an "app" entry)."""
 
 import streamlit as st
 

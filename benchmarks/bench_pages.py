@@ -48,19 +48,19 @@ PLOTS_DRAWN = ("(n) => { const p = [...document.querySelectorAll('.js-plotly-plo
                " return p.length >= n && p.every(d => d._fullLayout && d.__bes_drawn); }")
 PAGES = {
     "Home": ("app.py", "", "() => document.querySelectorAll('[data-testid=\"stPageLink\"]').length >= 10", False),
-    "Dataset": ("pages/1_Dataset.py", "Dataset",
+    "Dataset": ("app_pages/1_Dataset.py", "Dataset",
                 "() => { const i = [...document.querySelectorAll('[data-testid=\"stImage\"] img')];"
                 " return i.length === 8 && i.every(e => e.complete && e.naturalWidth > 0); }", False),
-    "Explore": ("pages/2_Explore.py", "Explore", "1", True),
-    "Runs": ("pages/3_Runs.py", "Runs", "() => !!document.querySelector('[data-testid=\"stDataFrame\"] canvas')", False),
-    "Compare": ("pages/4_Compare.py", "Compare", "4", True),
-    "Submission": ("pages/5_Submission.py", "Submission",
+    "Explore": ("app_pages/2_Explore.py", "Explore", "1", True),
+    "Runs": ("app_pages/3_Runs.py", "Runs", "() => !!document.querySelector('[data-testid=\"stDataFrame\"] canvas')", False),
+    "Compare": ("app_pages/4_Compare.py", "Compare", "4", True),
+    "Submission": ("app_pages/5_Submission.py", "Submission",
                    "() => document.body.innerText.includes('Build and validate the submission')"
                    " && document.body.innerText.includes('is valid')", False),
-    "Flatmaps": ("pages/6_Flatmaps.py", "Flatmaps",
+    "Flatmaps": ("app_pages/6_Flatmaps.py", "Flatmaps",
                  "() => { const i = [...document.querySelectorAll('[data-testid=\"stImage\"] img')];"
                  " return i.length === 1 && i[0].complete && i[0].naturalWidth > 0; }", False),
-    "Videos": ("pages/7_Videos.py", "Videos",
+    "Videos": ("app_pages/7_Videos.py", "Videos",
                "() => { const i = [...document.querySelectorAll('[data-testid=\"stImage\"] img')];"
                " return i.length >= 4 && i.every(e => e.complete && e.naturalWidth > 0)"
                " && document.querySelectorAll('.js-plotly-plot .barlayer path').length > 0; }", False),

@@ -1,6 +1,6 @@
 """Brain Encoding Studio core library: data, features, encoding models, metrics, runs.
 
-Importable without Streamlit; the dashboard (``app.py``, ``pages/``) and the CLI
+Importable without Streamlit; the dashboard (``app.py``, ``app_pages/``) and the CLI
 (``python -m core``) are thin layers over it.
 """
 

@@ -65,7 +65,7 @@ def private_imports(path: Path) -> list[str]:
 
 
 SHARED_FILES = [p for p in _sources("core") if _within(_module_name(p), SHARED)]
-ALL_FILES = _sources("core", "ui", "pages", "benchmarks") + [ROOT / "app.py"]
+ALL_FILES = _sources("core", "ui", "app_pages", "benchmarks") + [ROOT / "app.py"]
 
 
 def test_every_shared_package_is_checked():

@@ -15,7 +15,7 @@ from core.runs.store import RunStore
 from tests.conftest import ROOT
 from tests.test_page_explore import _decode
 
-PAGE = str(ROOT / "pages" / "4_Compare.py")
+PAGE = str(ROOT / "app_pages" / "4_Compare.py")
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_no_runs_yet(runs, monkeypatch, tmp_path):
 
 
 def test_explore_offers_the_runs_accuracy(runs):
-    at = run_page(str(ROOT / "pages" / "2_Explore.py"))
+    at = run_page(str(ROOT / "app_pages" / "2_Explore.py"))
     at.radio(key="explore_mode").set_value("Per-vertex map").run()
     names = at.selectbox(key="explore_map").options
     assert names == ["Noise ceiling", *(f"Encoding accuracy: {compare.run_title(r)}" for r in runs)]

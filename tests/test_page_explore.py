@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from core.viz import surfaces
 from tests.conftest import REALDATA, ROOT, make_tiny_dataset
 
-PAGE = str(ROOT / "pages" / "2_Explore.py")
+PAGE = str(ROOT / "app_pages" / "2_Explore.py")
 FULL_DIR = REALDATA / "fsaverage"
 
 

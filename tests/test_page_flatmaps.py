@@ -16,7 +16,7 @@ from core.viz import flatmaps
 from tests.conftest import ROOT
 from tests.pycortex_store import use_filestore
 
-PAGE = str(ROOT / "pages" / "6_Flatmaps.py")
+PAGE = str(ROOT / "app_pages" / "6_Flatmaps.py")
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from core.runs.store import RunStore
 from tests.conftest import ROOT
 from tests.test_jobs import SLEEP, wait_final, wait_running
 
-PAGE = str(ROOT / "pages" / "3_Runs.py")
+PAGE = str(ROOT / "app_pages" / "3_Runs.py")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from core.algonauts2023 import results
 from core.runs.store import RunStore
 from tests.conftest import ROOT
 
-PAGE = str(ROOT / "pages" / "5_Submission.py")
+PAGE = str(ROOT / "app_pages" / "5_Submission.py")
 
 
 @pytest.fixture

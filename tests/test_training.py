@@ -268,7 +268,7 @@ def test_runs_page_train_form_and_live_curves(demo_root, monkeypatch, tmp_path):
         {"phase": 1, "epoch": 1, "train_loss": 0.9, "val_score": 0.10},
         {"phase": 1, "epoch": 2, "train_loss": 0.8, "val_score": 0.15},
     ])
-    at = AppTest.from_file(str(ROOT / "pages" / "3_Runs.py"), default_timeout=90).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "3_Runs.py"), default_timeout=90).run()
     assert not at.exception, at.exception
     assert any("2 epochs so far; best: phase 1 epoch 2" in c.value for c in at.caption)
     assert len(at.get("vega_lite_chart")) == 2  # loss and validation curves
