@@ -91,11 +91,8 @@ def holdout_r(cfg, out: Path, number: int, folds_seed: int = 0) -> tuple[object,
             studies = [(s, optuna.load_study(study_name=study.study_name(subject, s), storage=st))
                        for s in study.scopes(subject, cfg.scope)
                        if s.part == part and study.study_name(subject, s) in metrics["search"]]
-            scope = None
-            for m in study.members(cfg, studies, Path(scratch), bank, Y, splits, subject.noise_ceiling(part)):
-                where = np.flatnonzero(m.scope.mask)
-                if m.scope is not scope:  # a scope's members share its responses and their components
-                    scope, Ym, bases = m.scope, np.ascontiguousarray(Y[:, where]), {}
+            used = study.members(cfg, studies, Path(scratch), bank, Y, splits, subject.noise_ceiling(part))
+            for m, where, Ym, bases in study.by_scope(used, Y):
                 X = bank.design(m.params, "train")
                 est = space.estimator(m.params, X, len(fit), cfg.backend, cfg.seed).fit(
                     space.rows(X, fit), space.train_targets(m.params, Ym, fit, bases))

@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Self
+from typing import Any, Callable, Iterator, Self
 
 import numpy as np
 
@@ -390,6 +390,18 @@ def members(cfg: SearchConfig, studies: list[tuple[Scope, Any]], out: Path, bank
     return out_members
 
 
+def by_scope(used: list[Member], Y: np.ndarray) -> Iterator[tuple[Member, np.ndarray, np.ndarray, dict]]:
+    """Each member of ``used`` (grouped by scope, as :func:`members` returns them) with its scope's vertices,
+    their responses (the columns of ``Y``) and a cache of their components: the members of one scope share
+    one copy of each (:func:`space.train_targets`)."""
+    scope = None
+    for m in used:
+        if m.scope is not scope:
+            scope, where = m.scope, np.flatnonzero(m.scope.mask)
+            Ys, bases = np.ascontiguousarray(Y[:, where]), {}
+        yield m, where, Ys, bases
+
+
 def assemble(cfg: SearchConfig, subject, bank: space.Bank, out: Path,
              progress: Progress | None = None) -> SubjectResult:
     """Each vertex's configuration (:func:`members`): its trial's CV r on the training images, the trial
@@ -417,11 +429,7 @@ def assemble(cfg: SearchConfig, subject, bank: space.Bank, out: Path,
                 raise UserError(f"{subject.name} {sc.name}: no trial of this scope finished "
                                 "(raise --timeout or --trials)")
         used = members(cfg, studies, out, bank, Y_all, splits, nc_all)
-        scope = None
-        for j, m in enumerate(used):
-            where = np.flatnonzero(m.scope.mask)
-            if m.scope is not scope:  # a scope's members share its responses and their components
-                scope, Y, bases = m.scope, np.ascontiguousarray(Y_all[:, where]), {}
+        for j, (m, where, Y, bases) in enumerate(by_scope(used, Y_all)):
             est = space.fit_final(m.params, bank, Y, m.alphas, cfg.backend, cfg.seed, bases)
             val_r[where[m.cols]] = m.r[m.cols]
             pred[:, where[m.cols]] = est.predict(bank.design(m.params, "test"))[:, m.cols]
