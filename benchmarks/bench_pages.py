@@ -38,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ui.home import page_file  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
         "--ignore-gpu-blocklist", "--disable-dev-shm-usage", "--no-first-run"]
@@ -48,19 +50,19 @@ PLOTS_DRAWN = ("(n) => { const p = [...document.querySelectorAll('.js-plotly-plo
                " return p.length >= n && p.every(d => d._fullLayout && d.__bes_drawn); }")
 PAGES = {
     "Home": ("app.py", "", "() => document.querySelectorAll('[data-testid=\"stPageLink\"]').length >= 10", False),
-    "Dataset": ("app_pages/1_Dataset.py", "Dataset",
+    "Dataset": (page_file("Dataset"), "Dataset",
                 "() => { const i = [...document.querySelectorAll('[data-testid=\"stImage\"] img')];"
                 " return i.length === 8 && i.every(e => e.complete && e.naturalWidth > 0); }", False),
-    "Explore": ("app_pages/2_Explore.py", "Explore", "1", True),
-    "Runs": ("app_pages/3_Runs.py", "Runs", "() => !!document.querySelector('[data-testid=\"stDataFrame\"] canvas')", False),
-    "Compare": ("app_pages/4_Compare.py", "Compare", "4", True),
-    "Submission": ("app_pages/5_Submission.py", "Submission",
+    "Explore": (page_file("Explore"), "Explore", "1", True),
+    "Runs": (page_file("Runs"), "Runs", "() => !!document.querySelector('[data-testid=\"stDataFrame\"] canvas')", False),
+    "Compare": (page_file("Compare"), "Compare", "4", True),
+    "Submission": (page_file("Submission"), "Submission",
                    "() => document.body.innerText.includes('Build and validate the submission')"
                    " && document.body.innerText.includes('is valid')", False),
-    "Flatmaps": ("app_pages/6_Flatmaps.py", "Flatmaps",
+    "Flatmaps": (page_file("Flatmaps"), "Flatmaps",
                  "() => { const i = [...document.querySelectorAll('[data-testid=\"stImage\"] img')];"
                  " return i.length === 1 && i[0].complete && i[0].naturalWidth > 0; }", False),
-    "Videos": ("app_pages/7_Videos.py", "Videos",
+    "Videos": (page_file("Videos"), "Videos",
                "() => { const i = [...document.querySelectorAll('[data-testid=\"stImage\"] img')];"
                " return i.length >= 4 && i.every(e => e.complete && e.naturalWidth > 0)"
                " && document.querySelectorAll('.js-plotly-plot .barlayer path').length > 0; }", False),

@@ -21,6 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # installed (another worktree's editable install, say). The product's workers rely on the install.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 REALDATA = ROOT.parent / "shared" / "realdata"
+
+
+def page_file(title: str) -> str:
+    """The absolute path of the dashboard page titled ``title`` (as ``AppTest.from_file`` takes it)."""
+    from ui.home import page_file as relative
+
+    return str(ROOT / relative(title))
+
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 

@@ -12,10 +12,10 @@ from core.algonauts2023 import compare
 
 from core.algonauts2023 import results
 from core.runs.store import RunStore
-from tests.conftest import ROOT
+from tests.conftest import page_file
 from tests.test_page_explore import _decode
 
-PAGE = str(ROOT / "app_pages" / "4_Compare.py")
+PAGE = page_file("Compare")
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_no_runs_yet(runs, monkeypatch, tmp_path):
 
 
 def test_explore_offers_the_runs_accuracy(runs):
-    at = run_page(str(ROOT / "app_pages" / "2_Explore.py"))
+    at = run_page(page_file("Explore"))
     at.radio(key="explore_mode").set_value("Per-vertex map").run()
     names = at.selectbox(key="explore_map").options
     assert names == ["Noise ceiling", *(f"Encoding accuracy: {compare.run_title(r)}" for r in runs)]

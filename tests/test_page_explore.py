@@ -10,9 +10,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.viz import surfaces
-from tests.conftest import REALDATA, ROOT, make_tiny_dataset
+from tests.conftest import REALDATA, make_tiny_dataset, page_file
 
-PAGE = str(ROOT / "app_pages" / "2_Explore.py")
+PAGE = page_file("Explore")
 FULL_DIR = REALDATA / "fsaverage"
 
 

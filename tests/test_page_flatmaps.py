@@ -13,10 +13,10 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.viz import flatmaps
-from tests.conftest import ROOT
+from tests.conftest import page_file
 from tests.pycortex_store import use_filestore
 
-PAGE = str(ROOT / "app_pages" / "6_Flatmaps.py")
+PAGE = page_file("Flatmaps")
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,10 @@ from streamlit.testing.v1 import AppTest
 
 from core.runs import workers
 from core.runs.store import RunStore
-from tests.conftest import ROOT
+from tests.conftest import page_file
 from tests.test_jobs import SLEEP, wait_final, wait_running
 
-PAGE = str(ROOT / "app_pages" / "3_Runs.py")
+PAGE = page_file("Runs")
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from core.algonauts2023 import submission
 
 from core.algonauts2023 import results
 from core.runs.store import RunStore
-from tests.conftest import ROOT
+from tests.conftest import page_file
 
-PAGE = str(ROOT / "app_pages" / "5_Submission.py")
+PAGE = page_file("Submission")
 
 
 @pytest.fixture

@@ -23,10 +23,10 @@ from core.util.errors import UserError
 from core.algonauts2021.pipeline import TASK_KIND, Pipeline2021Config, read_roi_table
 from core.runs.store import RunStore
 from core.search.study import SearchConfig
-from tests.conftest import ROOT
+from tests.conftest import page_file
 from tests.test_page_explore import _decode
 
-PAGE = str(ROOT / "app_pages" / "7_Videos.py")
+PAGE = page_file("Videos")
 FAST = dict(model="mobilenet_v2", weights="imagenet-offline", layers=["features.6"], device="cpu", n_frames=2,
             resolution=64, n_components=10, val_fraction=0.25)
 
@@ -265,7 +265,7 @@ def other_pages_show(run, kind: str) -> None:
     """The Compare page draws the 2021 run's mini-track bars (no 2023 run here), the Submission page offers its
     validated zips, and the Runs page lists it (as ``kind``) with the 2021 columns."""
     subjects = [subject_name(s) for s in run.config["subjects"]]
-    at = AppTest.from_file(str(ROOT / "app_pages" / "4_Compare.py"), default_timeout=90).run()
+    at = AppTest.from_file(page_file("Compare"), default_timeout=90).run()
     assert not at.exception, at.exception
     assert "No finished fit or pipeline run" in at.info[0].value
     assert at.selectbox(key="compare_video_subject").options == subjects
@@ -274,13 +274,13 @@ def other_pages_show(run, kind: str) -> None:
     assert bars[0]["x"] == [r["roi"] for r in rows] == list(MINI_ROIS)
     assert np.allclose(_decode(bars[0]["y"]), [r["median_r"] for r in rows])
 
-    at = AppTest.from_file(str(ROOT / "app_pages" / "5_Submission.py"), default_timeout=90).run()
+    at = AppTest.from_file(page_file("Submission"), default_timeout=90).run()
     assert not at.exception, at.exception
     assert at.selectbox(key="submission_video_run").value == run.id
     assert [s.value.split(" is valid")[0] for s in at.success] == ["`mini_track.zip`", "`full_track.zip`"]
     assert {b.proto.label for b in at.get("download_button")} == {"Download mini_track.zip", "Download full_track.zip"}
 
-    at = AppTest.from_file(str(ROOT / "app_pages" / "3_Runs.py"), default_timeout=90).run()
+    at = AppTest.from_file(page_file("Runs"), default_timeout=90).run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert table["run"].tolist() == [run.id] and table["kind"].tolist() == [kind]
@@ -294,7 +294,7 @@ def test_the_runs_page_launches_the_video_kind_too(demo2021_root, demo_root, mon
     monkeypatch.setenv("BES_DATA2021_DIR", str(demo2021_root))
     monkeypatch.setenv("BES_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
-    at = AppTest.from_file(str(ROOT / "app_pages" / "3_Runs.py"), default_timeout=90).run()
+    at = AppTest.from_file(page_file("Runs"), default_timeout=90).run()
     options = at.selectbox(key="runs_kind").options
     assert options[:4] == ["fit", "pipeline", "extract", "video pipeline (2021)"]
     at.selectbox(key="runs_kind").select_index(3).run()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT, make_tiny_dataset
+from tests.conftest import ROOT, make_tiny_dataset, page_file
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def test_home_page(data_env):
 
 
 def test_dataset_page_summary_and_images(data_env):
-    at = AppTest.from_file(str(ROOT / "app_pages" / "1_Dataset.py"), default_timeout=60).run()
+    at = AppTest.from_file(page_file("Dataset"), default_timeout=60).run()
     assert not at.exception
     table = at.dataframe[0].value
     assert list(table["subject"]) == ["subj01", "subj02"]
@@ -44,7 +44,7 @@ def test_dataset_page_summary_and_images(data_env):
 def test_dataset_page_reports_bad_data(data_env):
     np.save(data_env / "subj02" / "training_split" / "training_fmri" / "rh_training_fmri.npy",
             np.ones((6, 40), dtype=np.int16))
-    at = AppTest.from_file(str(ROOT / "app_pages" / "1_Dataset.py"), default_timeout=60).run()
+    at = AppTest.from_file(page_file("Dataset"), default_timeout=60).run()
     assert not at.exception
     assert len(at.error) == 1
     assert "rh_training_fmri.npy: expected float32 values, found dtype int16" in at.error[0].value

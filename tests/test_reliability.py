@@ -35,7 +35,7 @@ from core.util import fsaccess, outdir, paths
 from core.util.atomicdir import HOST
 from core.util.errors import DatasetError, UserError
 from core.util.npystream import NpyWriter, npy_complete
-from tests.conftest import ROOT, make_tiny_dataset, write_pngs
+from tests.conftest import ROOT, make_tiny_dataset, page_file, write_pngs
 from tests.test_dataset2021 import make_tiny_2021
 
 FAST = ["--model", "mobilenet_v2", "--layers", "features.6", "--device", "cpu", "--resolution", "64",
@@ -279,7 +279,7 @@ def test_a_symlink_loop_is_named_as_such_on_the_cli_and_in_the_dashboard(tiny_da
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("BES_DATA_DIR", str(tiny_dataset))
-    at = AppTest.from_file(str(ROOT / "app_pages" / "1_Dataset.py"), default_timeout=60).run()
+    at = AppTest.from_file(page_file("Dataset"), default_timeout=60).run()
     assert not at.exception
     assert [e.value for e in at.error] == [f"{fmri}: symbolic link loop (a link that points back at itself)"]
 
@@ -451,7 +451,7 @@ def test_no_page_takes_a_ray_address_from_the_browser(demo_root, tmp_path, monke
     monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
     monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("BES_WORKSPACE", str(tmp_path / "ws"))
-    at = AppTest.from_file(str(ROOT / "app_pages" / "3_Runs.py"), default_timeout=90).run()
+    at = AppTest.from_file(page_file("Runs"), default_timeout=90).run()
     at.radio(key="runs_scope").set_value("grid").run()
     assert not at.exception
     assert not [t for t in at.text_input if "ray" in (t.label or "").lower()]
@@ -487,7 +487,7 @@ def test_the_sidebar_refuses_other_folders_alike(tiny_dataset, tmp_path, monkeyp
 
     monkeypatch.setenv("BES_DATA_DIR", str(tiny_dataset))
     monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
-    at = AppTest.from_file(str(ROOT / "app_pages" / "1_Dataset.py"), default_timeout=60).run()
+    at = AppTest.from_file(page_file("Dataset"), default_timeout=60).run()
     assert not at.exception and not at.error
     seen = []
     for probe in ("/etc", str(tmp_path / "nowhere")):

@@ -14,7 +14,7 @@ from core.runs import artifacts, kinds
 from core.training.model import Ensemble, FactorizedReadout, GroupEncoder, group_pca, pool_factor
 from core.training.trainer import TrainConfig, blend, train, train_task
 from core.util.errors import UserError
-from tests.conftest import make_tiny_dataset
+from tests.conftest import make_tiny_dataset, page_file
 
 TINY = dict(model="mobilenet_v2", layers=["features.3", "features.6"], resolution=32, epochs=2, batch_size=8,
             latents=8, embedding_dim=8, subject_rank=2, val_fraction=0.25, device="cpu")
@@ -256,7 +256,6 @@ def test_runs_page_train_form_and_live_curves(demo_root, monkeypatch, tmp_path):
     from streamlit.testing.v1 import AppTest
 
     from core.runs.store import RunStore
-    from tests.conftest import ROOT
 
     monkeypatch.setenv("BES_DATA_DIR", str(demo_root))
     monkeypatch.setenv("BES_CACHE_DIR", str(tmp_path / "cache"))
@@ -268,7 +267,7 @@ def test_runs_page_train_form_and_live_curves(demo_root, monkeypatch, tmp_path):
         {"phase": 1, "epoch": 1, "train_loss": 0.9, "val_score": 0.10},
         {"phase": 1, "epoch": 2, "train_loss": 0.8, "val_score": 0.15},
     ])
-    at = AppTest.from_file(str(ROOT / "app_pages" / "3_Runs.py"), default_timeout=90).run()
+    at = AppTest.from_file(page_file("Runs"), default_timeout=90).run()
     assert not at.exception, at.exception
     assert any("2 epochs so far; best: phase 1 epoch 2" in c.value for c in at.caption)
     assert len(at.get("vega_lite_chart")) == 2  # loss and validation curves

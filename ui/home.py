@@ -17,6 +17,11 @@ PAGES = {  # file -> (title, what it holds); the files keep their URLs (/Dataset
 }
 
 
+def page_file(title: str) -> str:
+    """The file of the page titled ``title`` (relative to the repository root)."""
+    return next(path for path, (name, _) in PAGES.items() if name == title)
+
+
 def home() -> None:
     sel = sidebar()
     st.title("Brain Encoding Studio")
@@ -29,18 +34,18 @@ def home() -> None:
     steps = st.columns(4)
     with steps[0]:
         st.markdown("**1. Open Runs**")
-        st.page_link("app_pages/3_Runs.py", label="Runs", icon="▶️")
+        st.page_link(page_file("Runs"), label="Runs", icon="▶️")
     with steps[1]:
         st.markdown("**2. Launch a fit**")
         st.caption("Keep the defaults (mobilenet_v2, one layer, ridge) and press **Launch**; it runs in the "
                    "background and its progress shows below the form.")  # fmt: skip
     with steps[2]:
         st.markdown("**3. Compare**")
-        st.page_link("app_pages/4_Compare.py", label="Compare", icon="📊")
+        st.page_link(page_file("Compare"), label="Compare", icon="📊")
         st.caption("Per-ROI accuracy of the finished runs side by side.")
     with steps[3]:
         st.markdown("**4. Submit**")
-        st.page_link("app_pages/5_Submission.py", label="Submission", icon="📦")
+        st.page_link(page_file("Submission"), label="Submission", icon="📦")
         st.caption("Build and validate the challenge zip.")
     st.info(f"A full submission needs a run per subject ({len(sel.dataset.subjects)} here): on Runs choose "
             "**Scope: grid** with every subject to fit them all in one go.")  # fmt: skip
