@@ -192,18 +192,56 @@ def test_reduced_rank_trials_fit_the_responses_first_components():
     u, sv, vt = np.linalg.svd(Yc, full_matrices=False)
     target = (u[:, :2] * sv[:2]) @ vt[:2] + Y.mean(0)
     direct = space.estimator(kernel, bank.design(kernel, "train"), 80, "numpy", 0).fit_chosen(
-        bank.kernels("pca"), target.astype(np.float32), low.alphas)
+        bank.kernels(kernel), target.astype(np.float32), low.alphas)
     np.testing.assert_allclose(est.predict(bank.design(kernel, "test")), direct.predict(bank.design(kernel, "test")),
                                rtol=1e-3, atol=1e-4)
     assert space.describe({**kernel, "response_rank": 2}).endswith("rank 2")
     # the space offers it, capped by the scope's size
-    s = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    ranks = []
-    for _ in range(30):
-        trial = s.ask()
-        ranks.append(space.suggest(trial, bank, ["ridge"], 5).get("response_rank"))
-        s.tell(trial, 0.0)
+    ranks = [p.get("response_rank") for p in drawn(bank, ["ridge"], 5, 30)]
     assert None in ranks and {r for r in ranks if r} <= set(range(2, 6)) and any(ranks)
+
+
+def test_kernel_trials_may_add_the_layers_global_averages():
+    """Responses driven by how much of two channels the whole image holds, not where: a kernel trial with the
+    layers' global averages as extra bands (weighted as their layers) scores higher than the pooled layers alone
+    (whose 49 positions per channel hold the same signal among many more directions); the space offers the bands
+    when the bank has them."""
+    rng = np.random.default_rng(3)
+    layers = ["a", "b"]
+    maps = {layer: rng.standard_normal((80, 20, 49)).astype(np.float32) for layer in layers}
+    train = {("pool", layer): m.reshape(80, -1) for layer, m in maps.items()}
+    train |= {(space.GLOBAL, layer): m.mean(2) for layer, m in maps.items()}
+    bank = space.Bank(layers, train, {k: v[:6] for k, v in train.items()})
+    assert bank.reductions == ["pool"] and bank.has_global  # a trial's reduction is never the global one
+    Y = (maps["a"].mean(2)[:, :2] @ rng.standard_normal((2, 12))
+         + 0.1 * rng.standard_normal((80, 12))).astype(np.float32)
+    splits = study.kfold_splits(80, 4, 0)
+    pooled = {"estimator": "kernel", "reduction": "pool", "kernel_weights": [1.0, 0.01]}
+    both = {**pooled, "global_bands": True}
+    assert [x.shape[1] for x in bank.design(both, "test")] == [980, 980, 20, 20]
+    plain, rich = (space.cross_validate(p, bank, Y, splits, None, "numpy", 0) for p in (pooled, both))
+    assert rich.score > plain.score + 0.1
+    assert bank.kernels(both) is not bank.kernels(pooled) and bank.kernels(both) is bank.kernels(dict(both))
+    est = space.fit_final(both, bank, Y, rich.alphas, "numpy", 0)
+    assert est.predict(bank.design(both, "test")).shape == (6, 12)
+    assert space.describe(both) == "kernel pool + global weights 1:0.01"
+    share = space.GLOBAL_SHARE  # each global band weighted as its layer: no more weights to search
+    assert space.band_weights(both) == [1.0, 0.01, share * 1.0, share * 0.01]
+    flags = [p.get("global_bands") for p in drawn(bank, ["kernel"], 12, 12)]
+    assert None in flags and True in flags
+    no_global = space.Bank(layers, {k: v for k, v in train.items() if k[0] == "pool"}, {})
+    assert not no_global.has_global
+
+
+def drawn(bank, estimators, n_targets, n):
+    """The parameters of ``n`` trials the space draws at random."""
+    s = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = s.ask()
+        out.append(space.suggest(trial, bank, estimators, n_targets))
+        s.tell(trial, 0.0)
+    return out
 
 
 def test_each_vertex_takes_the_best_of_the_top_trials_of_its_scopes(tmp_path):

@@ -140,7 +140,10 @@ def search_settings(key: str, n_train: int, fixed_scopes: str | None = None) -> 
                                 key=f"{key}_estimators")
     n_components = d2.number_input("PCA size (trials use its first k)", 8, max(8, n_train - 1),
                                    min(1000, max(8, n_train - 1)), key=f"{key}_pca")
-    pool = d3.number_input("Also pool to k x k (0: no)", 0, 16, 7, key=f"{key}_pool")
+    pool = d3.number_input("Also pool to k x k (0: no)", 0, 16, 7, key=f"{key}_pool",
+                           help="Pooled layers are a reduction the trials may take; with k > 1 the kernel "
+                                "estimator may also add each layer's global average (one value per channel), "
+                                "weighted as its layer.")
     sampler = d4.selectbox("Sampler", study.SAMPLERS, key=f"{key}_sampler",
                            help="tpe: Optuna's default, handles the conditional space; gp: Gaussian process")
     top = st.columns(4)[0].number_input(

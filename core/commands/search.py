@@ -6,7 +6,8 @@
 
 One Optuna study per scope (each ROI, ROI class or hemisphere; the hemispheres always) over layer,
 PCA components (slices of one large PCA per layer) or pooling, estimator (ridge with per-vertex
-CV alpha, banded ridge, multiple-kernel ridge, PLS, elastic net) and the targets it fits (the
+CV alpha, banded ridge, multiple-kernel ridge - with pooling, optionally with each layer's global
+average as more bands, weighted as their layers -, PLS, elastic net) and the targets it fits (the
 scope's responses, or their first k principal components: reduced-rank regression), scored by
 K-fold CV on the training images against the responses themselves. Each vertex then takes, among
 the ``--top-trials`` best trials of every scope holding it, the one with the best CV r on it; those
@@ -53,8 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-components", type=int, default=1000,
                    help="PCA components per layer; trials use its first k (default 1000, at most images - 1)")
     p.add_argument("--pool-size", type=int, default=7,
-                   help="also try k x k pooling of each layer (default 7, with the kernel estimator the best on the "
-                        "demo; 0: PCA only)")
+                   help="also try k x k pooling of each layer, and with k > 1 each layer's global average as "
+                        "kernel bands (default 7, with the kernel estimator the best on the demo; 0: PCA only)")
     p.add_argument("--folds", type=int, default=5, help="CV folds of the objective (default 5)")
     p.add_argument("--sampler", choices=("tpe", "gp"), default="tpe", help="Optuna sampler (default tpe)")
     p.add_argument("--top-trials", type=int, default=5, metavar="K",

@@ -5,6 +5,8 @@ or ROI classes. Algonauts 2021 (videos, Lange 2021's setting): parts are the tra
 are the mini-track ROIs (V1 ... STS) and the whole brain (the full track), and the number of
 frames sampled per clip is a search parameter: each candidate count is extracted once
 (:mod:`core.features.clips`), and a bank source is named ``"pca@16"`` (reduction @ frames).
+Both extract the same sources (:func:`sources`): the one large PCA per layer, and with pooling the
+pooled layers and their global averages.
 The writers are each challenge's own (``core.algonauts2023.pipeline``, ``core.algonauts2021.pipeline``).
 """
 
@@ -17,6 +19,7 @@ import numpy as np
 from core.algonauts2021.dataset import FULL_TRACK, TRACKS, TrackSubject, is_2021_layout, open_dataset2021
 from core.algonauts2023.dataset import HEMIS, open_dataset
 from core.encoding.fitting import SubjectResult
+from core.search.space import GLOBAL
 from core.util.progress import Progress, scaled
 
 
@@ -25,6 +28,17 @@ class Scope:
     name: str  # "lh", "lh/V1v" (roi), "lh/prf-visualrois" (class); "full_track", "mini_track/V1" (2021)
     part: str  # the hemisphere or track whose responses it holds
     mask: np.ndarray
+
+
+def sources(cfg) -> list[tuple[str, object]]:
+    """The bank's sources and the feature settings of each: the one large PCA per layer; with a pool size
+    (> 1) the pooled layers and their global averages (1 x 1 pooling: the kernel trials' extra bands)."""
+    out = [("pca", replace(cfg, reduction="pca"))]
+    if cfg.pool_size:
+        out.append(("pool", replace(cfg, reduction="pool")))
+    if cfg.pool_size > 1:
+        out.append((GLOBAL, replace(cfg, reduction="pool", pool_size=1)))
+    return out
 
 
 class Layout2023:
@@ -57,11 +71,10 @@ class Layout2023:
         return out
 
     def extract(self, cfg, subject, progress: Progress | None, log, timings) -> dict[str, dict[str, str]]:
-        """Feature entry folders per source (``"pca"``, ``"pool"``) and layer."""
+        """Feature entry folders per source (``"pca"``, ``"pool"``, ``"global"``) and layer."""
         from core.algonauts2023.pipeline import extract_subject
 
-        plans = [("pca", replace(cfg, reduction="pca"))] + ([("pool", replace(cfg, reduction="pool"))]
-                                                           if cfg.pool_size else [])
+        plans = sources(cfg)
         out = {}
         for i, (name, c) in enumerate(plans):
             entries = extract_subject(c, subject, scaled(progress, i / len(plans), (i + 1) / len(plans)), log,
@@ -115,11 +128,11 @@ class Layout2021:
         from core.features.clips import extract_video_features
         from core.runs.kinds import timed
 
-        plans = [(red, frames) for frames in cfg.frames for red in (["pca", "pool"] if cfg.pool_size else ["pca"])]
+        plans = [(red, frames, c) for frames in cfg.frames for red, c in sources(cfg)]
         out = {}
         with timed(timings, "extract", log):
-            for i, (red, frames) in enumerate(plans):
-                c = replace(cfg, reduction=red).extraction()
+            for i, (red, frames, c) in enumerate(plans):
+                c = c.extraction()
                 entries = extract_video_features(self.dataset.train_videos, self.dataset.test_videos, c,
                                                  n_frames=frames, cache_dir=cfg.cache_dir, device=cfg.device,
                                                  progress=scaled(progress, i / len(plans), (i + 1) / len(plans)))

@@ -57,7 +57,8 @@ class SearchConfig(FeatureConfig):
     """A search run: the layers to extract once, the scopes, the space and the budget.
 
     ``n_components``: size of the one PCA per layer whose first ``k`` columns the trials use
-    (clipped to the training images - 1); ``pool_size`` > 0 adds ``k x k`` pooling as a candidate.
+    (clipped to the training images - 1); ``pool_size`` > 0 adds ``k x k`` pooling as a candidate, and
+    (``pool_size`` > 1) every layer's global average as optional bands of the kernel trials.
     ``frames``: candidate frames per clip (Algonauts 2021 videos only; each is extracted once).
     ``top_trials``: how many of each scope's best trials a vertex chooses from (those of every scope
     holding it), by its own CV r. It only changes the assembly: a finished search can be assembled
@@ -520,7 +521,7 @@ def trial_rows(url: str) -> list[dict]:
                 "seconds": None if t.duration is None else round(t.duration.total_seconds(), 4),
                 "fit_seconds": t.user_attrs.get("fit_seconds"),
                 **{k: params.get(k) for k in ("estimator", "layer", "reduction", "n_components", "pls_components",
-                                              "alpha", "l1_ratio", "frames", "response_rank")},
+                                              "alpha", "l1_ratio", "frames", "response_rank", "global_bands")},
                 "kernel_weights": " ".join(f"{w:.4g}" for w in params.get("kernel_weights") or []) or None,
             })
     return rows
