@@ -14,8 +14,8 @@ seeded from ``(seed, phase, epoch)``).
 * Phase 1 (``epochs``): the trunk frozen; its activations read from the on-disk fp16 cache
   (:mod:`core.training.activations`), kept on the GPU when there is one.
 * Phase 2 (``finetune_blocks`` > 0, ``finetune_epochs``): from the best phase-1 state, the last N
-  trunk blocks are unfrozen and trained end to end from the decoded-image cache (mixed precision
-  on CUDA; the trunk's normalisation statistics stay frozen).
+  trunk blocks are unfrozen and trained end to end from the decoded-image cache (the trunk in
+  mixed precision on CUDA, the head in fp32; the trunk's normalisation statistics stay frozen).
 * Test predictions come from the best state (by validation score) of either phase.
 * Ridge head (``ridge_head``, on by default): after training, per subject, a :class:`RidgeCV` (alpha per
   vertex by 5-fold CV on the fit rows only; skipped when they are too few) maps the best state's latents to that subject's vertices;
@@ -176,38 +176,69 @@ def _load_subjects(cfg: TrainConfig) -> tuple[list[Subject], int, object]:
     return subjects, len(group), ds
 
 
+def on_device(arrays: list[list[np.ndarray]], device, share: float = 0.4) -> list[list | None]:
+    """Each subject's ``arrays`` as tensors on ``device`` when that is a GPU and all of them fit in
+    ``share`` of its free memory (one budget for all subjects, so the training keeps the rest); else
+    ``None`` for each. Copied in chunks: a memory-mapped cache is never read into host memory whole.
+    Batches gathered on the GPU cost a training step no host-to-device copy of its data."""
+    import torch
+
+    none = [None] * len(arrays)
+    if device.type != "cuda":
+        return none
+    free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if sum(a.nbytes for group in arrays for a in group) >= share * free:
+        return none
+    out = []
+    for group in arrays:
+        tensors = []
+        for a in group:
+            t = torch.empty(a.shape, dtype=getattr(torch, a.dtype.name), device=device)
+            step = max(1, (256 << 20) // max(1, a[:1].nbytes))
+            for i in range(0, len(a), step):
+                t[i:i + step].copy_(torch.from_numpy(np.array(a[i:i + step])))  # a writable copy of the chunk
+            tensors.append(t)
+        out.append(tensors)
+    return out
+
+
+def _rows_on(rows: np.ndarray, device):
+    import torch
+
+    return torch.from_numpy(rows).to(device, non_blocking=True)
+
+
 class Source:
-    """Batches of one subject's tapped-layer activations: from the fp16 cache (phase 1, resident on the
-    GPU when it fits), or through the trunk from decoded pixels (phase 2)."""
+    """Batches of one subject's tapped-layer activations: from the fp16 cache (phase 1), or from their
+    copies on the GPU (``resident``, from :func:`on_device`)."""
 
-    def __init__(self, acts, device):
-        import torch
-
-        self.acts, self.device = acts, device
-        self.resident = None
-        if device.type == "cuda":
-            need = sum(a.nbytes for a in acts.arrays)
-            if need < 0.4 * torch.cuda.mem_get_info(device)[0]:
-                self.resident = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in acts.arrays]
+    def __init__(self, acts, device, resident: list | None = None):
+        self.acts, self.device, self.resident = acts, device, resident
 
     def __call__(self, rows: np.ndarray):
         import torch
 
         if self.resident is not None:
-            idx = torch.from_numpy(rows).to(self.device)
+            idx = _rows_on(rows, self.device)
             return [a.index_select(0, idx).float() for a in self.resident]
         return [torch.from_numpy(a).to(self.device) for a in self.acts.batch(rows)]
 
 
 class _TrunkSource:
-    def __init__(self, extractor, layers, pixels, norm, device, precision):
+    """Batches through the (partly trainable) trunk from the decoded-image cache (phase 2), or from its
+    copy on the GPU (``resident``)."""
+
+    def __init__(self, extractor, layers, pixels, norm, device, precision, resident=None):
         self.extractor, self.layers, self.pixels = extractor, layers, pixels
-        self.norm, self.device, self.precision = norm, device, precision
+        self.norm, self.device, self.precision, self.resident = norm, device, precision, resident
 
     def __call__(self, rows: np.ndarray):
         import torch
 
-        batch = torch.from_numpy(np.ascontiguousarray(self.pixels[rows]))
+        if self.resident is not None:
+            batch = self.resident.index_select(0, _rows_on(rows, self.device))
+        else:
+            batch = torch.from_numpy(np.ascontiguousarray(self.pixels[rows]))
         with autocast(self.device, self.precision):
             out = self.extractor(self.norm(batch))
         return [flatten_map(out[layer]).float() for layer in self.layers]
@@ -225,29 +256,31 @@ def epoch_batches(subjects: list[Subject], batch_size: int, seed: int, phase: in
     return [chunks[i] for i in order]
 
 
-def run_epoch(model, opt, scaler, sources, targets, batches, device, precision: str,
+def run_epoch(model, opt, scaler, sources, targets, batches, device,
               step_done: Callable[[int, float], None] | None = None) -> list[float]:
     """One pass over ``batches`` (``(subject, rows)``): MSE on the standardised responses (the mean of an
-    ensemble's members' own), one optimiser step per batch (``precision`` "bf16" / "fp16": autocast on
-    CUDA). Returns the batch losses."""
+    ensemble's members' own), one optimiser step per batch. The head runs in fp32 (a fine-tuned trunk in
+    its source's mixed precision): under autocast it cast its weights and inputs to and fro in every step,
+    kernels that cost more than its own arithmetic. Returns the batch losses. ``step_done(b, loss)`` hears
+    of batch ``b`` once batch ``b + 1`` is queued, so reading the loss never leaves a GPU idle."""
     import torch
 
     model.train()
     losses = []
     for b, (s, rows) in enumerate(batches):
         x = sources[s](rows)
-        y = targets[s][torch.from_numpy(rows)].to(device, non_blocking=True)
-        with autocast(device, precision):
-            pred = model(x, s)
-        pred = pred.float()
+        y = targets[s].index_select(0, _rows_on(rows, targets[s].device)).to(device, non_blocking=True)
+        pred = model(x, s)
         loss = torch.nn.functional.mse_loss(pred, y.expand_as(pred))  # an ensemble: (members, B, V)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         losses.append(loss.detach())
-        if step_done is not None:
-            step_done(b, float(losses[-1]))
+        if step_done is not None and b:
+            step_done(b - 1, float(losses[-2]))
+    if step_done is not None and losses:
+        step_done(len(losses) - 1, float(losses[-1]))
     return [float(v) for v in losses]
 
 
@@ -357,7 +390,8 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
                for _ in range(cfg.ensemble)]
     model = (members[0] if cfg.ensemble == 1 else Ensemble(members)).to(device)
     targets = [torch.from_numpy(sub.responses).to(device) for sub in subjects]  # on the GPU when there is one
-    sources = [Source(sub.train_acts, device) for sub in subjects]
+    sources = [Source(sub.train_acts, device, resident)
+               for sub, resident in zip(subjects, on_device([sub.train_acts.arrays for sub in subjects], device))]
 
     # 3. resume
     ckpt = None
@@ -394,7 +428,10 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
             pixels = [build_image_cache(sub.train_images, cfg.resolution, cache_dir=cfg.cache_dir).array()
                       for sub in subjects]
             norm = Normalizer(info.mean, info.std, device, is_convnet(cfg.model))
-            sources = [_TrunkSource(ex, cfg.layers, px, norm, device, precision) for px in pixels]
+            sources = None  # phase 1's copies on the GPU make way for the pixels
+            resident = on_device([[px] for px in pixels], device)
+            sources = [_TrunkSource(ex, cfg.layers, px, norm, device, precision, r[0] if r else None)
+                       for px, r in zip(pixels, resident)]
             groups = [{"params": list(model.parameters()), "weight_decay": cfg.weight_decay},
                       {"params": [p for n, p in ex.named_parameters() if n in trainable], "weight_decay": 0.01}]
             opt = torch.optim.AdamW(groups, lr=cfg.finetune_lr)
@@ -425,8 +462,7 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
                 report(scaled(progress, 0.25, 0.9), (before + (b + 1) / len(batches)) / total_epochs,
                        f"phase {phase} epoch {epoch}/{n_epochs}: loss {loss:.3f}")
 
-            losses = run_epoch(model, opt, scaler, sources, targets, batches, device,
-                               precision if phase == 2 else "fp32", step_done)
+            losses = run_epoch(model, opt, scaler, sources, targets, batches, device, step_done)
             sched.step()
             score, per_subject, _ = _validate(model, sources, subjects, cfg.batch_size, device)
             improved = best is None or score > best["score"]
