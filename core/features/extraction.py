@@ -640,18 +640,23 @@ def run_extraction(
         total_batches = sum(-(-n // items_per_batch) for n in (n_train, n_test))
         fwd_progress = scaled(progress, decode_end, 0.85 if cfg.reduction == "pca" else 0.98)
         done_batches, t_compute = 0, 0.0
+        # On a GPU every batch has one shape: cuDNN picks its kernels by timing them once per input shape
+        # (benchmark mode), so a short last batch would cost more than the whole pass; it is padded instead.
         cudnn_benchmark = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = cudnn_benchmark or dev.type == "cuda"  # fixed shapes: pick fast kernels
+        torch.backends.cudnn.benchmark = cudnn_benchmark or dev.type == "cuda"
         with torch.inference_mode():
             for split, cache in caches.items():
                 n_split = n_train if split == "train" else n_test
                 for i, batch in enumerate(batch_loader(cache, batch_size, dev, cfg.num_workers, norm)):
                     tc = time.perf_counter()
+                    n_rows = batch.shape[0]
+                    if dev.type == "cuda" and n_rows < batch_size:
+                        batch = torch.cat([batch, batch.new_zeros((batch_size - n_rows, *batch.shape[1:]))])
                     with autocast(dev, precision):
                         out = extractor(norm(batch))
                     t_compute += time.perf_counter() - tc  # on a GPU: launch time only (asynchronous)
                     for layer in missing:
-                        act = out[layer]
+                        act = out[layer][:n_rows]
                         if k > 1:
                             act = act.float().reshape(-1, k, *act.shape[1:]).mean(dim=1)
                         jobs[layer].add(act, split)
