@@ -233,6 +233,33 @@ def test_kernel_trials_may_add_the_layers_global_averages():
     assert not no_global.has_global
 
 
+def test_global_averages_come_from_the_pooled_layers(tmp_path):
+    """The bank derives each pooled layer's global average from its bins: exact when the pool divides the map,
+    close otherwise; a video source keeps its frame count (``pool@16`` -> ``global@16``)."""
+    import json
+
+    import torch
+
+    from core.features.reduction import pool_features
+
+    maps = torch.randn(6, 5, 14, 14)
+    np.testing.assert_allclose(space.global_average(pool_features(maps, 7).numpy(), 7),
+                               maps.mean((2, 3)).numpy(), atol=1e-6)
+    odd = torch.randn(6, 5, 16, 16) + torch.linspace(0, 3, 16)  # a gradient across the map
+    near = space.global_average(pool_features(odd, 7).numpy(), 7)
+    assert np.abs(near - odd.mean((2, 3)).numpy()).max() < 0.1
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    train, test = pool_features(maps, 7).numpy(), pool_features(maps[:2], 7).numpy()
+    np.save(entry / "train.npy", train)
+    np.save(entry / "test.npy", test)
+    (entry / "meta.json").write_text(json.dumps({"layer": "a", "reduction": {"kind": "pool", "pool_size": 7}}))
+    bank = space.Bank.open({"pool@16": {"a": str(entry)}})
+    assert bank.has_global and bank.reductions == ["pool"] and bank.frames == [16]
+    np.testing.assert_allclose(bank.test["global@16", "a"], maps[:2].mean((2, 3)).numpy(), atol=1e-6)
+    assert bank.train["global@16", "a"].shape == (6, 5)
+
+
 def drawn(bank, estimators, n_targets, n):
     """The parameters of ``n`` trials the space draws at random."""
     s = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -6,7 +6,7 @@ are the mini-track ROIs (V1 ... STS) and the whole brain (the full track), and t
 frames sampled per clip is a search parameter: each candidate count is extracted once
 (:mod:`core.features.clips`), and a bank source is named ``"pca@16"`` (reduction @ frames).
 Both extract the same sources (:func:`sources`): the one large PCA per layer, and with pooling the
-pooled layers and their global averages.
+pooled layers (whose global averages the bank derives from them).
 The writers are each challenge's own (``core.algonauts2023.pipeline``, ``core.algonauts2021.pipeline``).
 """
 
@@ -19,7 +19,6 @@ import numpy as np
 from core.algonauts2021.dataset import FULL_TRACK, TRACKS, TrackSubject, is_2021_layout, open_dataset2021
 from core.algonauts2023.dataset import HEMIS, open_dataset
 from core.encoding.fitting import SubjectResult
-from core.search.space import GLOBAL
 from core.util.progress import Progress, scaled
 
 
@@ -32,12 +31,10 @@ class Scope:
 
 def sources(cfg) -> list[tuple[str, object]]:
     """The bank's sources and the feature settings of each: the one large PCA per layer; with a pool size
-    (> 1) the pooled layers and their global averages (1 x 1 pooling: the kernel trials' extra bands)."""
+    the pooled layers."""
     out = [("pca", replace(cfg, reduction="pca"))]
     if cfg.pool_size:
         out.append(("pool", replace(cfg, reduction="pool")))
-    if cfg.pool_size > 1:
-        out.append((GLOBAL, replace(cfg, reduction="pool", pool_size=1)))
     return out
 
 
@@ -71,7 +68,7 @@ class Layout2023:
         return out
 
     def extract(self, cfg, subject, progress: Progress | None, log, timings) -> dict[str, dict[str, str]]:
-        """Feature entry folders per source (``"pca"``, ``"pool"``, ``"global"``) and layer."""
+        """Feature entry folders per source (``"pca"``, ``"pool"``) and layer."""
         from core.algonauts2023.pipeline import extract_subject
 
         plans = sources(cfg)

@@ -15,7 +15,8 @@ kernel as the un-reduced layer; or the pooled layer): the trial samples one weig
 When the layers are pooled, a kernel trial may add every layer's global average (one value per
 channel: where in the image no longer matters, which suits category-selective cortex) as one
 more band per layer, weighted as its layer (:data:`GLOBAL_SHARE` times the layer's weight): one
-yes/no choice rather than more weights, so that the bands cost the search no trials.
+yes/no choice rather than more weights, so that the bands cost the search no trials. The averages are
+the means of the pooled bins (:func:`global_average`), so they cost no extraction of their own.
 Its CV costs one ``n x n`` eigendecomposition per fold whatever the layers' widths (the layers'
 Gram matrices are computed once per worker); alpha is chosen per vertex and fold on the other
 folds' scores (cross-fitting), so that the score is not biased by the choice. Features come from a :class:`Bank` of cached
@@ -49,7 +50,7 @@ PLS_RANGE = (2, 64)
 ENET_ALPHA = (1e-4, 1.0)
 KERNEL_WEIGHT = (1e-3, 1.0)  # per layer, log scale (relative: alpha absorbs the overall scale)
 MAX_RANK = 256  # reduced-rank targets: at most this many response components (the demo's best: 12-24)
-GLOBAL = "global"  # the bank source of the layers' global averages (1 x 1 pooling): extra kernel bands
+GLOBAL = "global"  # the bank source of the layers' global averages (from the pooled layers): extra kernel bands
 # a global band's weight relative to its layer's (on the 2,000-image subject, the best trials' weights re-scored
 # with the bands: 79.3 -> 79.8 held-out)
 GLOBAL_SHARE = 1.0
@@ -66,14 +67,22 @@ class Bank:
 
     @classmethod
     def open(cls, paths: dict[str, dict[str, str]]) -> "Bank":
-        """``paths[reduction][layer]``: feature entry folders (from the feature cache)."""
+        """``paths[reduction][layer]``: feature entry folders (from the feature cache). Layers pooled to
+        k x k (k > 1) also give their global averages (source ``"global"``, ``"global@16"`` for ``"pool@16"``)."""
         train, test, layers = {}, {}, []
         for reduction, entries in paths.items():
             for layer, path in entries.items():
-                tr, te = FeatureEntry.open(path).load()
+                entry = FeatureEntry.open(path)
+                tr, te = entry.load()
                 train[reduction, layer] = np.ascontiguousarray(tr, dtype=np.float32)
                 test[reduction, layer] = np.ascontiguousarray(te, dtype=np.float32)
                 layers += [layer] if layer not in layers else []
+                spec = entry.meta.get("reduction") or {}
+                if spec.get("kind") == "pool" and int(spec.get("pool_size", 1)) > 1:
+                    source = GLOBAL + reduction.removeprefix("pool")
+                    k = int(spec["pool_size"])
+                    train[source, layer] = global_average(train[reduction, layer], k)
+                    test[source, layer] = global_average(test[reduction, layer], k)
         return cls(layers, train, test)
 
     @property
@@ -119,6 +128,15 @@ class Bank:
                     for layer in self.layers]
         X = store[self.source(params, params.get("reduction", "pca")), params["layer"]]
         return X[:, : params["n_components"]] if params.get("reduction", "pca") == "pca" else X
+
+
+def global_average(pooled: np.ndarray, pool_size: int) -> np.ndarray:
+    """Each channel's average from a layer pooled to ``pool_size`` x ``pool_size`` (channel-major rows, as
+    :func:`~core.features.reduction.pool_features` writes them): the mean of its bins. That is the
+    average over the whole map when the pool divides it (MobileNetV2 at 224 px: 28, 14 and 7 wide at 7 x 7),
+    else a nearly uniform one (adaptive pooling's bins then overlap)."""
+    n, dim = pooled.shape
+    return pooled.reshape(n, dim // pool_size ** 2, pool_size ** 2).mean(2, dtype=np.float64).astype(np.float32)
 
 
 def suggest(trial, bank: Bank, estimators: list[str], n_targets: int) -> dict:
