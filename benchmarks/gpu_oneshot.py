@@ -59,7 +59,7 @@ def bench_phase1(device, n_images: int = 10_000, n_subjects: int = 3, n_vertices
     from core.encoding.splits import holdout_split
     from core.training.activations import Activations
     from core.training.model import GroupEncoder
-    from core.training.trainer import _validate, epoch_batches, on_device, run_epoch, Source, Subject, TrainConfig
+    from core.training.trainer import validate, epoch_batches, on_device, run_epoch, Source, Subject, TrainConfig
 
     cfg = TrainConfig(data=".", subjects=[1])  # the defaults only; nothing is read
     rng = np.random.default_rng(0)
@@ -96,7 +96,7 @@ def bench_phase1(device, n_images: int = 10_000, n_subjects: int = 3, n_vertices
             run_epoch(model, opt, scaler, sources, targets, batches, device, _read_loss)
             _sync()
             t1 = time.perf_counter()
-            _validate(model, sources, subjects, cfg.batch_size, device)
+            validate(model, sources, subjects, cfg.batch_size, device)
             _sync()
             steps.append(t1 - t0)
             epochs.append(time.perf_counter() - t0)
@@ -107,7 +107,7 @@ def bench_phase1(device, n_images: int = 10_000, n_subjects: int = 3, n_vertices
 
 def bench_phase2(device, n_images: int = 4096, batch_sizes: tuple[int, ...] = (32, 64), n_vertices: int = 20_000,
                  rounds: int = 3) -> dict:
-    """``train``'s phase-2 step (``run_epoch``, the trunk under bf16 autocast, batches read through ``_TrunkSource``
+    """``train``'s phase-2 step (``run_epoch``, the trunk under bf16 autocast, batches read through ``TrunkSource``
     from a memory-mapped uint8 pixel cache) against the bare trunk's training step on a batch already on
     the GPU (the same unfrozen blocks, loss on the final features), images/s at each batch size."""
     import torch
@@ -115,7 +115,7 @@ def bench_phase2(device, n_images: int = 4096, batch_sizes: tuple[int, ...] = (3
     from core.features.backbones import feature_extractor, load_backbone, trunk_blocks
     from core.features.extraction import Normalizer, resolve_precision
     from core.training.model import GroupEncoder
-    from core.training.trainer import _TrunkSource, on_device, run_epoch, TrainConfig
+    from core.training.trainer import TrunkSource, on_device, run_epoch, TrainConfig
 
     cfg = TrainConfig(data=".", subjects=[1])
     model_name, layers, n_blocks = "timm:vit_base_patch16_224", ["blocks.5", "blocks.8", "blocks.11"], 4
@@ -135,7 +135,7 @@ def bench_phase2(device, n_images: int = 4096, batch_sizes: tuple[int, ...] = (3
         px.flush()
         pixels = np.load(path, mmap_mode="r")
         resident = on_device([[pixels]], device)[0]
-        source = _TrunkSource(ex, layers, pixels, Normalizer(info.mean, info.std, device, False), device, precision,
+        source = TrunkSource(ex, layers, pixels, Normalizer(info.mean, info.std, device, False), device, precision,
                               resident[0] if resident else None)
         with torch.no_grad():
             shapes = [tuple(a.shape[1:]) for a in source(np.arange(2))]

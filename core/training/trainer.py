@@ -224,7 +224,7 @@ class Source:
         return [torch.from_numpy(a).to(self.device) for a in self.acts.batch(rows)]
 
 
-class _TrunkSource:
+class TrunkSource:
     """Batches through the (partly trainable) trunk from the decoded-image cache (phase 2), or from its
     copy on the GPU (``resident``)."""
 
@@ -307,7 +307,7 @@ def val_metric(subjects: list[Subject]) -> str:
     return "noise-normalised" if all(sub.noise_ceiling is not None for sub in subjects) else "mean r"
 
 
-def _validate(model, sources, subjects, batch_size, device) -> tuple[float, dict, list[np.ndarray]]:
+def validate(model, sources, subjects, batch_size, device) -> tuple[float, dict, list[np.ndarray]]:
     """(validation score, per-subject median r, per-subject r per vertex): the score as :func:`val_metric` says."""
     rs = []
     for s, sub in enumerate(subjects):
@@ -430,7 +430,7 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
             norm = Normalizer(info.mean, info.std, device, is_convnet(cfg.model))
             sources = None  # phase 1's copies on the GPU make way for the pixels
             resident = on_device([[px] for px in pixels], device)
-            sources = [_TrunkSource(ex, cfg.layers, px, norm, device, precision, r[0] if r else None)
+            sources = [TrunkSource(ex, cfg.layers, px, norm, device, precision, r[0] if r else None)
                        for px, r in zip(pixels, resident)]
             groups = [{"params": list(model.parameters()), "weight_decay": cfg.weight_decay},
                       {"params": [p for n, p in ex.named_parameters() if n in trainable], "weight_decay": 0.01}]
@@ -464,7 +464,7 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
 
             losses = run_epoch(model, opt, scaler, sources, targets, batches, device, step_done)
             sched.step()
-            score, per_subject, _ = _validate(model, sources, subjects, cfg.batch_size, device)
+            score, per_subject, _ = validate(model, sources, subjects, cfg.batch_size, device)
             improved = best is None or score > best["score"]
             if improved:
                 best = {"score": score, "phase": phase, "epoch": epoch, "head": _state(model),
@@ -500,7 +500,7 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
         norm = Normalizer(info.mean, info.std, device, is_convnet(cfg.model))
 
         def source(images):
-            return _TrunkSource(ex, cfg.layers, build_image_cache(images, cfg.resolution, cache_dir=cfg.cache_dir)
+            return TrunkSource(ex, cfg.layers, build_image_cache(images, cfg.resolution, cache_dir=cfg.cache_dir)
                                 .array(), norm, device, precision)
         val_sources = [source(sub.train_images) for sub in subjects]
         test_sources = [source(sub.test_images) for sub in subjects]
