@@ -134,9 +134,8 @@ def bench_phase2(device, n_images: int = 4096, batch_sizes: tuple[int, ...] = (3
         px[:] = rng.integers(0, 256, px.shape, dtype=np.uint8)
         px.flush()
         pixels = np.load(path, mmap_mode="r")
-        resident = on_device([[pixels]], device)[0]
         source = TrunkSource(ex, layers, pixels, Normalizer(info.mean, info.std, device, False), device, precision,
-                              resident[0] if resident else None)
+                             on_device([[pixels]], device)[0])
         with torch.no_grad():
             shapes = [tuple(a.shape[1:]) for a in source(np.arange(2))]
         idx = np.arange(n_vertices)

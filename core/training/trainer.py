@@ -226,9 +226,9 @@ class Source:
 
 class TrunkSource:
     """Batches through the (partly trainable) trunk from the decoded-image cache (phase 2), or from its
-    copy on the GPU (``resident``)."""
+    copy on the GPU (``resident``: ``[pixels]``, from :func:`on_device`)."""
 
-    def __init__(self, extractor, layers, pixels, norm, device, precision, resident=None):
+    def __init__(self, extractor, layers, pixels, norm, device, precision, resident: list | None = None):
         self.extractor, self.layers, self.pixels = extractor, layers, pixels
         self.norm, self.device, self.precision, self.resident = norm, device, precision, resident
 
@@ -236,7 +236,7 @@ class TrunkSource:
         import torch
 
         if self.resident is not None:
-            batch = self.resident.index_select(0, _rows_on(rows, self.device))
+            batch = self.resident[0].index_select(0, _rows_on(rows, self.device))
         else:
             batch = torch.from_numpy(np.ascontiguousarray(self.pixels[rows]))
         with autocast(self.device, self.precision):
@@ -429,9 +429,8 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
                       for sub in subjects]
             norm = Normalizer(info.mean, info.std, device, is_convnet(cfg.model))
             sources = None  # phase 1's copies on the GPU make way for the pixels
-            resident = on_device([[px] for px in pixels], device)
-            sources = [TrunkSource(ex, cfg.layers, px, norm, device, precision, r[0] if r else None)
-                       for px, r in zip(pixels, resident)]
+            sources = [TrunkSource(ex, cfg.layers, px, norm, device, precision, resident)
+                       for px, resident in zip(pixels, on_device([[px] for px in pixels], device))]
             groups = [{"params": list(model.parameters()), "weight_decay": cfg.weight_decay},
                       {"params": [p for n, p in ex.named_parameters() if n in trainable], "weight_decay": 0.01}]
             opt = torch.optim.AdamW(groups, lr=cfg.finetune_lr)
@@ -504,8 +503,8 @@ def train(cfg: TrainConfig, out: Path, *, progress: Progress | None = None,
                                 .array(), norm, device, precision)
         val_sources = [source(sub.train_images) for sub in subjects]
         test_sources = [source(sub.test_images) for sub in subjects]
-    else:
-        val_sources = [Source(sub.train_acts, device) for sub in subjects]
+    else:  # without a phase 2, phase 1's sources (their copies on the GPU) serve again
+        val_sources = sources if len(phases) == 1 else [Source(sub.train_acts, device) for sub in subjects]
         test_sources = [Source(sub.test_acts, device) for sub in subjects]
     metrics: dict = {}
     predictions: dict = {}
