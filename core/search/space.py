@@ -78,9 +78,9 @@ class Bank:
                 test[reduction, layer] = np.ascontiguousarray(te, dtype=np.float32)
                 layers += [layer] if layer not in layers else []
                 spec = entry.meta.get("reduction") or {}
-                if spec.get("kind") == "pool" and int(spec.get("pool_size", 1)) > 1:
+                k = int(spec.get("pool_size", 1))
+                if spec.get("kind") == "pool" and k > 1:
                     source = GLOBAL + reduction.removeprefix("pool")
-                    k = int(spec["pool_size"])
                     train[source, layer] = global_average(train[reduction, layer], k)
                     test[source, layer] = global_average(test[reduction, layer], k)
         return cls(layers, train, test)
