@@ -62,9 +62,10 @@ def holdout_r(cfg, out: Path, number: int, folds_seed: int = 0) -> tuple[object,
     per part (hemisphere, track).
 
     Each vertex chooses among the same trials as the search's assembly (``study.members``, with the run's
-    ``top_trials``), but by their CV r on the 90% alone (their CV run again on those rows: the stored r saw
-    the held-out rows), so that the held-out rows choose nothing per vertex. (Which trials are a scope's
-    best still comes from the search, which saw every training image.)"""
+    ``top_trials`` and ``average_trials``), but by their CV r on the 90% alone (their CV run again on those
+    rows: the stored r saw the held-out rows), so that the held-out rows choose nothing per vertex, and
+    averages its trials' predictions. (Which trials are a scope's best still comes from the search, which
+    saw every training image.)"""
     import tempfile
     from dataclasses import replace
 
@@ -78,7 +79,8 @@ def holdout_r(cfg, out: Path, number: int, folds_seed: int = 0) -> tuple[object,
     layout = study.layout_of(cfg.data, [number])
     subject = layout.subject(number)
     metrics = artifacts.read_metrics(out / subject.name)
-    cfg = replace(cfg, top_trials=metrics["estimator"].get("top_trials", 1))
+    cfg = replace(cfg, top_trials=metrics["estimator"].get("top_trials", 1),
+                  average_trials=metrics["estimator"].get("average_trials", 1))
     fit, val = holdout_split(subject.n_train, 0.1, folds_seed)
     splits = [(fit[tr], fit[va]) for tr, va in kfold_splits(len(fit), cfg.folds, cfg.seed)]
     bank = space.Bank.open(study.bank_sources(cfg, layout, subject))
@@ -87,7 +89,7 @@ def holdout_r(cfg, out: Path, number: int, folds_seed: int = 0) -> tuple[object,
     with tempfile.TemporaryDirectory() as scratch:  # no stored trial arrays: members() runs each CV on the 90%
         for part in subject.parts:
             Y = np.asarray(subject.responses(part), dtype=np.float32)
-            r = np.full(Y.shape[1], np.nan)
+            pred = np.zeros((len(val), Y.shape[1]), np.float32)
             studies = [(s, optuna.load_study(study_name=study.study_name(subject, s), storage=st))
                        for s in study.scopes(subject, cfg.scope)
                        if s.part == part and study.study_name(subject, s) in metrics["search"]]
@@ -96,8 +98,10 @@ def holdout_r(cfg, out: Path, number: int, folds_seed: int = 0) -> tuple[object,
                 X = bank.design(m.params, "train")
                 est = space.estimator(m.params, X, len(fit), cfg.backend, cfg.seed).fit(
                     space.rows(X, fit), space.train_targets(m.params, Ym, fit, bases))
-                r[where[m.cols]] = pearson_r(Ym[val][:, m.cols], est.predict(space.rows(X, val))[:, m.cols])
-            out_r[part] = r
+                pred[:, where[m.cols]] += m.share * est.predict(space.rows(X, val))[:, m.cols]
+            covered = study.taken(used)
+            out_r[part] = np.full(Y.shape[1], np.nan)
+            out_r[part][covered] = pearson_r(Y[val][:, covered], pred[:, covered])
     return subject, out_r
 
 

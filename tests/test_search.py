@@ -11,6 +11,7 @@ import optuna
 import pytest
 
 from core.cli import main
+from core.encoding.kernel import LinearKernels
 from core.runs import artifacts, kinds
 from core.search import space, study
 from core.util.errors import UserError
@@ -54,8 +55,11 @@ def test_search_writes_results_and_resumes(demo_root, env, tmp_path):
     done = [r for r in rows if r["state"] == "COMPLETE"]
     assert all(r["estimator"] in space.ESTIMATORS and r["fit_seconds"] > 0 for r in done)
     assert "response_rank" in rows[0]  # every parameter a trial can take is a column
-    lh = artifacts.read_metrics(out / "subj01")["search"]["subj01/lh"]  # each vertex took one of the top trials
-    assert sum(m["n_vertices"] for m in lh["members"]) == lh["n_vertices"] and lh["members"][0]["trial"] >= 0
+    lh = artifacts.read_metrics(out / "subj01")["search"]["subj01/lh"]  # each vertex averages up to 5 top trials
+    taken = sum(m["n_vertices"] for m in lh["members"])
+    assert lh["n_vertices"] < taken <= 5 * lh["n_vertices"] and lh["members"][0]["trial"] >= 0
+    averaged = artifacts.read_part(out / "subj01", "lh")  # scored on the average's out-of-fold predictions
+    assert np.isfinite(averaged).all() and np.abs(averaged).max() <= 1
     n_lh = artifacts.read_part(out / "subj01", "lh").size
     kept = [artifacts.read_trial_arrays(out, "subj01/lh", r["trial"], n_lh) for r in done if r["scope"] == "lh"]
     assert kept and all(k is not None and np.isfinite(k[0]).all() for k in kept)  # what the assembly reads
@@ -64,8 +68,12 @@ def test_search_writes_results_and_resumes(demo_root, env, tmp_path):
     # a trial left running by a killed search is failed and redone; finished trials are kept
     st = study.storage(artifacts.study_storage(out))
     optuna.load_study(study_name="subj01/lh", storage=st).ask()
-    assert main(_argv(demo_root, out, 4, "--top-trials", "2")) == 0
-    assert artifacts.read_metrics(out / "subj01")["estimator"]["top_trials"] == 2  # an assembly setting, not the study's
+    assert main(_argv(demo_root, out, 4, "--top-trials", "2", "--average-trials", "1")) == 0
+    again = artifacts.read_metrics(out / "subj01")  # assembly settings, not the study's
+    assert again["estimator"]["top_trials"] == 2 and again["estimator"]["average_trials"] == 1
+    lh = again["search"]["subj01/lh"]  # each vertex took one of the top trials, and its CV r
+    assert sum(m["n_vertices"] for m in lh["members"]) == lh["n_vertices"]
+    assert not np.allclose(artifacts.read_part(out / "subj01", "lh"), averaged)
     rows = artifacts.read_trials(out)
     for key, row in first.items():
         assert {k: rows_by(rows)[key][k] for k in ("state", "cv_score")} == {k: row[k] for k in ("state", "cv_score")}
@@ -144,6 +152,18 @@ def test_trials_are_cv_fits_on_bank_slices_and_get_pruned():
     np.testing.assert_array_equal(quick.best_alphas_, full.best_alphas_)
     np.testing.assert_allclose(quick.predict(bank.design(params, "test")), full.predict(bank.design(params, "test")),
                                rtol=1e-4, atol=1e-5)
+    # out-of-fold predictions: each fold's rows predicted by the trial fitted on the others (Gram matrices from
+    # the bank, rows subset) as by a kernel built on those rows alone
+    oof = space.out_of_fold(params, bank, Y, five, cv.alphas, "numpy", 0)
+    tr, va = five[1]
+    alone = space.estimator(params, X, len(tr), "numpy", 0).fit_chosen(
+        LinearKernels(np.concatenate(X, 1)[tr], bank.kernels(params).spaces, "space"), Y[tr], cv.alphas)
+    np.testing.assert_allclose(oof[va], alone.predict(space.rows(X, va)), rtol=1e-3, atol=1e-4)
+    assert not np.allclose(oof[va], quick.predict(space.rows(X, va)), atol=1e-3)  # not the fit that saw them
+    ridge = {"estimator": "ridge", "layer": "a", "n_components": 4}
+    Xr = bank.design(ridge, "train")
+    np.testing.assert_allclose(space.out_of_fold(ridge, bank, Y, five, None, "numpy", 0)[va], space.estimator(
+        ridge, Xr, len(tr), "numpy", 0).fit(Xr[tr], Y[tr]).predict(Xr[va]), rtol=1e-4, atol=1e-5)
     # Optuna drives it: every estimator is tried, and a pruner may stop a trial after its first fold
     s = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1),
                             pruner=optuna.pruners.ThresholdPruner(lower=0.3))
@@ -296,7 +316,7 @@ def test_each_vertex_takes_the_best_of_the_top_trials_of_its_scopes(tmp_path):
             s.add_trial(optuna.trial.create_trial(value=cv.score, user_attrs={"params": params}))
             artifacts.write_trial_arrays(tmp_path, s.study_name, s.trials[-1].number, cv.r, cv.alphas)
         studies.append((sc, s))
-    cfg = study.SearchConfig(data="unused", subjects=[1], folds=3, top_trials=2, device="cpu")
+    cfg = study.SearchConfig(data="unused", subjects=[1], folds=3, top_trials=2, average_trials=1, device="cpu")
 
     def taken(chosen):
         return {(m.scope.name, m.params["layer"]): m.cols.tolist() for m in chosen}
@@ -306,6 +326,17 @@ def test_each_vertex_takes_the_best_of_the_top_trials_of_its_scopes(tmp_path):
     for f in (tmp_path / artifacts.TRIAL_ARRAYS).rglob("*.npy"):
         f.write_bytes(b"damaged")
     assert taken(study.members(cfg, studies, tmp_path, bank, Y, splits, None)) == expected
+    # averaging two: each vertex its best two of the trials holding it, by its own r, half and half
+    pairs = study.members(replace(cfg, average_trials=2), studies, tmp_path, bank, Y, splits, None)
+    both = {(m.scope.name, m.params["layer"]): m for m in pairs}
+    weight, count = np.zeros(10), np.zeros(10)
+    for m in pairs:
+        weight[np.flatnonzero(m.scope.mask)[m.cols]] += m.share
+        count[np.flatnonzero(m.scope.mask)[m.cols]] += 1
+    np.testing.assert_allclose(weight, 1.0)
+    assert count.tolist() == [2] * 10  # 6-9: the small scope's ridge on a ties the hemisphere's: the larger wins
+    assert set(both) == {("lh", "a"), ("lh", "b")}
+    assert both[("lh", "a")].cols[:6].tolist() == both[("lh", "b")].cols[:6].tolist() == list(range(6))
     for t in studies[0][1].trials:  # a vertex no trial has an r for still takes one: the largest scope's best
         artifacts.write_trial_arrays(tmp_path, "subj01/lh", t.number, np.r_[np.nan, np.full(9, 0.5)], None)
     assert 0 in sum((m.cols.tolist() for m in study.members(cfg, studies, tmp_path, bank, Y, splits, None)

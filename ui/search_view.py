@@ -146,13 +146,18 @@ def search_settings(key: str, n_train: int, fixed_scopes: str | None = None) -> 
                                 "weighted as its layer.")
     sampler = d4.selectbox("Sampler", study.SAMPLERS, key=f"{key}_sampler",
                            help="tpe: Optuna's default, handles the conditional space; gp: Gaussian process")
-    top = st.columns(4)[0].number_input(
+    e1, e2 = st.columns(4)[:2]
+    top = e1.number_input(
         "Vertices choose among the best k trials", 1, 100, 5, key=f"{key}_top",
-        help="Each vertex takes, among the k best trials of every scope holding it (its ROI's or class's, its "
-             "hemisphere's), the one with the best CV r on it (1: the best of those scopes' best trials).")
+        help="Each vertex chooses among the k best trials of every scope holding it (its ROI's or class's, its "
+             "hemisphere's), by its own CV r.")
+    average = e2.number_input(
+        "... and average the best n of them", 1, 100, 5, key=f"{key}_average",
+        help="Each vertex's predictions are the average of the n trials with the best CV r on it among those "
+             "(1: the best one).")
     return dict(trials=int(trials), **scope, jobs=int(jobs), timeout=float(timeout) or None,
                 estimators=list(estimators), n_components=int(n_components), pool_size=int(pool), sampler=sampler,
-                top_trials=int(top))
+                top_trials=int(top), average_trials=int(average))
 
 
 def _study(run: Run, name: str):
@@ -212,8 +217,8 @@ def layer_map(run: Run, subject, kind: str, url: str, key: str) -> None:
     if not labels:
         return
     st.markdown("**Which layer won where**")
-    st.caption("By each scope's best trial so far. The result lets each vertex take the best, by its own CV r, of "
-               "the top trials of every scope holding it (the subject's metrics.json lists them per scope).")
+    st.caption("By each scope's best trial so far. In the result each vertex averages the best, by its own CV r, "
+               "of the top trials of every scope holding it (the subject's metrics.json lists them per scope).")
     counts = pd.DataFrame({HEMI_NAMES.get(p, p): [int((won[p][0] == i).sum()) for i in range(len(labels))]
                            for p in won}, index=labels)
     if set(won) != set(HEMIS):  # 2021 tracks: voxels, no cortex surface

@@ -10,8 +10,8 @@ CV alpha, banded ridge, multiple-kernel ridge - with pooling, optionally with ea
 average as more bands, weighted as their layers -, PLS, elastic net) and the targets it fits (the
 scope's responses, or their first k principal components: reduced-rank regression), scored by
 K-fold CV on the training images against the responses themselves. Each vertex then takes, among
-the ``--top-trials`` best trials of every scope holding it, the one with the best CV r on it; those
-are refit on all training images. Writes
+the ``--top-trials`` best trials of every scope holding it, the ``--average-trials`` with the best CV r
+on it; those are refit on all training images and the vertex's predictions are their average. Writes
 ``OUT/submission.zip``, ``OUT/metrics.json`` (as ``pipeline``), ``OUT/trials.csv`` and the study
 ``OUT/study.db``: running the same command again resumes a stopped search. Trials run in ``--jobs``
 local processes, or as Ray tasks on the cluster at ``$BES_RAY_ADDRESS``. Everything is checked
@@ -59,9 +59,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=5, help="CV folds of the objective (default 5)")
     p.add_argument("--sampler", choices=("tpe", "gp"), default="tpe", help="Optuna sampler (default tpe)")
     p.add_argument("--top-trials", type=int, default=5, metavar="K",
-                   help="each vertex takes, among the K best trials of every scope holding it (its ROI's or "
-                        "class's, its hemisphere's), the one with the best CV r on it (default 5; 1: the best of "
-                        "those scopes' best trials; rerun a finished search to reassemble)")
+                   help="each vertex chooses among the K best trials of every scope holding it (its ROI's or "
+                        "class's, its hemisphere's), by its CV r (default 5; rerun a finished search to reassemble)")
+    p.add_argument("--average-trials", type=int, default=5, metavar="K",
+                   help="each vertex averages the predictions of the K trials it chose (default 5, the best on "
+                        "the demo; 1: the best one; rerun a finished search to reassemble)")
     p.add_argument("--resolution", type=int, default=224, help="image side in pixels (default 224)")
     p.add_argument("--seed", type=int, default=0, help="seed of PCA, folds and sampler (default 0)")
     p.add_argument("--frames", type=int, nargs="+", default=[4, 8, 16], metavar="F",
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         pool_size=args.pool_size, seed=args.seed, trials=args.trials, scope=args.scope, timeout=args.timeout,
         jobs=args.jobs, estimators=list(args.estimators), folds=args.folds, sampler=args.sampler,
         frames=list(args.frames), top_trials=args.top_trials,
+        average_trials=args.average_trials,
     ).checked()
     outdir.make_dir(out, out)
     with contextlib.nullcontext() if args.quiet else TqdmProgress(desc="search") as bar:

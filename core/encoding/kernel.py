@@ -214,6 +214,17 @@ def _dual(kern: LinearKernels, rows: np.ndarray, Y: np.ndarray, alphas_t: np.nda
     return dual, intercept
 
 
+def fold_predictions(kern: LinearKernels, tr: np.ndarray, va: np.ndarray, Y_tr: np.ndarray, alphas_t: np.ndarray,
+                     weights: np.ndarray | None = None) -> np.ndarray:
+    """Predictions for rows ``va`` of the kernel ridge fitted on rows ``tr`` (``Y_tr``: their targets, in
+    their order), each vertex with its alpha: through the kernels alone, no feature-space model."""
+    Y = np.zeros((kern.X.shape[0], Y_tr.shape[1]), np.float32)  # the solver reads the targets as Y[tr]
+    Y[tr] = Y_tr
+    dual, intercept = _dual(kern, tr, Y, np.asarray(alphas_t, np.float64), weights)
+    _, Kv = kern.pair(tr, va, weights)
+    return Kv.astype(np.float32) @ dual + intercept
+
+
 class KernelRidgeCV(RidgeCV):
     """Ridge in the dual (linear kernel), alpha chosen per vertex by K-fold CV; see the module docstring.
 

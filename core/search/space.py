@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from core.encoding.fitting import make_estimator
-from core.encoding.kernel import KERNEL_ALPHAS, MultipleKernelRidgeCV, LinearKernels, fold_scores
+from core.encoding.kernel import KERNEL_ALPHAS, LinearKernels, MultipleKernelRidgeCV, fold_predictions, fold_scores
 from core.encoding.lowrank import project, response_basis
 from core.encoding.metrics import noise_normalized_score, pearson_r
 from core.encoding.solvers import space_labels
@@ -301,6 +301,22 @@ def fit_final(params: dict, bank: Bank, Y: np.ndarray, alphas: np.ndarray | None
     if params["estimator"] == "kernel" and alphas is not None:
         return est.fit_chosen(bank.kernels(params), Y, alphas)
     return est.fit(X, Y)
+
+
+def out_of_fold(params: dict, bank: Bank, Y: np.ndarray, splits: list, alphas: np.ndarray | None, backend: str,
+                seed: int, bases: dict | None = None) -> np.ndarray:
+    """Every training image's prediction by ``params``' estimator fitted on the other folds ``(n, vertices)``
+    (a kernel trial with its chosen ``alphas``, as :func:`fit_final`): what an average of trials is scored on."""
+    X = bank.design(params, "train")
+    out = np.zeros(Y.shape, np.float32)
+    for tr, va in splits:
+        y = train_targets(params, Y, tr, bases)
+        if params["estimator"] == "kernel" and alphas is not None:  # through the bank's Gram matrices
+            out[va] = fold_predictions(bank.kernels(params), tr, va, y, alphas,
+                                       np.asarray(band_weights(params), np.float64))
+        else:
+            out[va] = estimator(params, X, len(tr), backend, seed).fit(rows(X, tr), y).predict(rows(X, va))
+    return out
 
 
 def describe(params: dict) -> str:
