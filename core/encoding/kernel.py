@@ -58,9 +58,11 @@ class LinearKernels:
 
     def stats(self, tr: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Training mean (of the shifted features) and the divisor per feature (see :meth:`pair`)."""
-        m = self.X[tr].mean(0)
-        var = self.X[tr].var(0)
-        raw = (self.X[tr] ** 2).mean(0)
+        Xt = self.X[tr]  # one copy of the rows, one pass for each moment
+        m = Xt.mean(0)
+        Xt -= m
+        var = np.einsum("ij,ij->j", Xt, Xt) / len(Xt)
+        raw = var + m * m  # the raw second moment
         var = np.where(var <= 1e-10 * raw + 1e-300, 0.0, var)
         if self.mode == "feature":
             sd = np.where(var > 0, np.sqrt(var), 1.0)
