@@ -180,7 +180,8 @@ def overhead(out: Path, jobs: int, since: float) -> dict:
     fit = sum(r["fit_seconds"] or 0.0 for r in rows)
     sec = artifacts.read_metrics(out)["seconds"]
     return {"trials": len(rows), "states": {s: sum(r["state"] == s for r in rows) for s in {r["state"] for r in rows}},
-            "fit_seconds": round(fit, 1), "search_wall": sec["search"], "total_wall": sec["total"],
+            "fit_seconds": round(fit, 1), "search_wall": sec["search"], "assemble_wall": sec["assemble"],
+            "total_wall": sec["total"],
             "overhead_search_phase": round(1 - fit / (jobs * sec["search"]), 3),
             "overhead_whole_command": round(1 - fit / (jobs * sec["total"]), 3)}
 
