@@ -192,9 +192,10 @@ def fold_bases(Y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], ranks:
 
 def _dual(kern: LinearKernels, rows: np.ndarray, Y: np.ndarray, alphas_t: np.ndarray,
           weights: np.ndarray | None = None, ranks_t: np.ndarray | None = None,
-          basis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+          basis: np.ndarray | None = None, y_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Dual coefficients ``(len(rows), n_vertices)`` and intercepts, each vertex with its alpha (float64 solve)
-    and, with ``ranks_t``, its targets' rank (projected onto the first columns of ``basis``, the ``rows``' components)."""
+    and, with ``ranks_t``, its targets' rank (projected onto the first columns of ``basis``, the ``rows``' components).
+    ``y_rows``: where the ``rows``' targets are in ``Y`` (default ``rows``: ``Y`` has one row per kernel row)."""
     K, _ = kern.pair(rows, None, weights)
     s, U = np.linalg.eigh(K)
     s = np.clip(s, 0, None)
@@ -204,7 +205,7 @@ def _dual(kern: LinearKernels, rows: np.ndarray, Y: np.ndarray, alphas_t: np.nda
     step = _chunk(len(rows))
     for start in range(0, t, step):  # float64: at large alphas the dual is tiny
         sl = slice(start, min(t, start + step))
-        y, mu = _centred(Y, rows, sl)
+        y, mu = _centred(Y, rows if y_rows is None else y_rows, sl)
         if ranks_t is not None:
             for k in np.unique(ranks_t[sl]):
                 if k:
@@ -220,9 +221,7 @@ def fold_predictions(kern: LinearKernels, tr: np.ndarray, va: np.ndarray, Y_tr: 
                      weights: np.ndarray | None = None) -> np.ndarray:
     """Predictions for rows ``va`` of the kernel ridge fitted on rows ``tr`` (``Y_tr``: their targets, in
     their order), each vertex with its alpha: through the kernels alone, no feature-space model."""
-    Y = np.zeros((kern.X.shape[0], Y_tr.shape[1]), np.float32)  # the solver reads the targets as Y[tr]
-    Y[tr] = Y_tr
-    dual, intercept = _dual(kern, tr, Y, np.asarray(alphas_t, np.float64), weights)
+    dual, intercept = _dual(kern, tr, Y_tr, np.asarray(alphas_t, np.float64), weights, y_rows=np.arange(len(tr)))
     _, Kv = kern.pair(tr, va, weights)
     return Kv.astype(np.float32) @ dual + intercept
 

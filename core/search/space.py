@@ -253,14 +253,19 @@ def cross_validate(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_
     total = np.zeros(Y.shape[1])
     for k, (tr, va) in enumerate(splits):
         t0 = time.perf_counter()
-        est = estimator(params, X, len(tr), backend, seed).fit(rows(X, tr), train_targets(params, Y, tr, bases))
-        pred = est.predict(rows(X, va))
-        total += np.nan_to_num(pearson_r(Y[va], pred))
+        total += np.nan_to_num(pearson_r(Y[va], _fold_predict(params, X, Y, tr, va, backend, seed, bases)))
         clock["fit"] += time.perf_counter() - t0
         if after_fold is not None:
             after_fold(k, score(total / (k + 1), noise_ceiling))
     r = (total / len(splits)).astype(np.float32)
     return CVResult(r, score(r, noise_ceiling), len(splits), clock["fit"])
+
+
+def _fold_predict(params: dict, X: Any, Y: np.ndarray, tr: np.ndarray, va: np.ndarray, backend: str, seed: int,
+                  bases: dict | None) -> np.ndarray:
+    """``params``' estimator fitted on rows ``tr`` of design ``X`` (targets from ``Y``), predicting rows ``va``."""
+    est = estimator(params, X, len(tr), backend, seed).fit(rows(X, tr), train_targets(params, Y, tr, bases))
+    return est.predict(rows(X, va))
 
 
 def _kernel_cv(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_ceiling: np.ndarray | None,
@@ -310,12 +315,11 @@ def out_of_fold(params: dict, bank: Bank, Y: np.ndarray, splits: list, alphas: n
     X = bank.design(params, "train")
     out = np.zeros(Y.shape, np.float32)
     for tr, va in splits:
-        y = train_targets(params, Y, tr, bases)
         if params["estimator"] == "kernel" and alphas is not None:  # through the bank's Gram matrices
-            out[va] = fold_predictions(bank.kernels(params), tr, va, y, alphas,
+            out[va] = fold_predictions(bank.kernels(params), tr, va, train_targets(params, Y, tr, bases), alphas,
                                        np.asarray(band_weights(params), np.float64))
         else:
-            out[va] = estimator(params, X, len(tr), backend, seed).fit(rows(X, tr), y).predict(rows(X, va))
+            out[va] = _fold_predict(params, X, Y, tr, va, backend, seed, bases)
     return out
 
 
