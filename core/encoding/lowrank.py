@@ -20,6 +20,7 @@ however many vertices); the projection of rows ``Y_c`` onto the first ``k`` is `
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 
 from core.util.errors import UserError
 
@@ -41,10 +42,9 @@ def response_basis(Y: np.ndarray, max_rank: int, rows: np.ndarray | None = None)
         y = np.asarray(Y[rows, start:start + step], dtype=np.float32)
         y = y - y.mean(0, dtype=np.float64).astype(np.float32)
         G += y @ y.T
-    s, U = np.linalg.eigh(G)
     k = int(min(max_rank, n - 1, t))
-    order = np.argsort(s)[::-1][:k]
-    return np.ascontiguousarray(U[:, order], dtype=np.float32)
+    _, U = scipy.linalg.eigh(G, subset_by_index=[n - k, n - 1], check_finite=False)  # the k largest only
+    return np.ascontiguousarray(U[:, ::-1], dtype=np.float32)
 
 
 def project(Y: np.ndarray, basis: np.ndarray, rank: int) -> np.ndarray:
