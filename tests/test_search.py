@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from core.cli import main
-from core.encoding.kernel import LinearKernels
+from core.encoding.kernel import MultipleKernelRidgeCV
 from core.runs import artifacts, kinds
 from core.search import space, study
 from core.util.errors import UserError
@@ -113,12 +113,28 @@ def test_time_limit_is_shared_by_subjects_and_leaves_what_the_assembly_needs(dem
     assert study.work(spec) == 2
     done = {r["scope"] for r in study.trial_rows(url) if r["state"] == "COMPLETE"}
     assert done == {"lh", "rh"} and len(names) > 2
-    result = study.assemble(cfg, subject, space.Bank.open(spec["bank"]), out)  # ROI classes take their hemisphere's
+    result = study.assemble(cfg, 1, subject, spec["bank"], out)  # ROI classes take their hemisphere's
     assert set(result.info["search"]) == {"subj01/lh", "subj01/rh"}
+    both = study.assemble(replace(cfg, jobs=2), 1, subject, spec["bank"], out)  # the hemispheres in two processes
+    assert both.info == result.info
+    for hemi in ("lh", "rh"):  # the same numbers up to BLAS threads' rounding
+        np.testing.assert_allclose(both.parts[hemi].test_pred, result.parts[hemi].test_pred, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(both.parts[hemi].val_r, result.parts[hemi].val_r, rtol=1e-4, atol=1e-4)
 
 
 def rows_by(rows):
     return {(r["scope"], r["trial"]): r for r in rows}
+
+
+def with_alphas(params, X, Y, X_pred, alphas):
+    """``params``' multiple kernel fitted on ``X`` with each vertex's alpha given (the estimator's own fit,
+    one alpha at a time: its CV then has one candidate), predicting ``X_pred``."""
+    out = np.zeros((X_pred[0].shape[0], Y.shape[1]), np.float32)
+    for a in np.unique(alphas):
+        cols = np.flatnonzero(alphas == a)
+        est = MultipleKernelRidgeCV(kernel_weights=[space.band_weights(params)], alphas=[float(a)])
+        out[:, cols] = est.fit(X, Y[:, cols]).predict(X_pred)
+    return out
 
 
 def test_trials_are_cv_fits_on_bank_slices_and_get_pruned():
@@ -146,20 +162,24 @@ def test_trials_are_cv_fits_on_bank_slices_and_get_pruned():
     five = study.kfold_splits(60, 5, 0)
     params = {"estimator": "kernel", "reduction": "pca", "kernel_weights": [1.0, 0.05]}
     cv = space.cross_validate(params, bank, Y, five, None, "numpy", 0)
-    quick = space.fit_final(params, bank, Y, cv.alphas, "numpy", 0)
-    X = bank.design(params, "train")
+    quick = space.final_predictions(params, bank, Y, cv.alphas, "numpy", 0)
+    X, X_test = bank.design(params, "train"), bank.design(params, "test")
     full = space.estimator(params, X, 60, "numpy", 0).fit(X, Y)
-    np.testing.assert_array_equal(quick.best_alphas_, full.best_alphas_)
-    np.testing.assert_allclose(quick.predict(bank.design(params, "test")), full.predict(bank.design(params, "test")),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(cv.alphas, full.best_alphas_)
+    np.testing.assert_allclose(quick, full.predict(X_test), rtol=1e-4, atol=1e-5)
     # out-of-fold predictions: each fold's rows predicted by the trial fitted on the others (Gram matrices from
-    # the bank, rows subset) as by a kernel built on those rows alone
+    # the bank, rows subset) as by the estimator fitted on those rows alone
     oof = space.out_of_fold(params, bank, Y, five, cv.alphas, "numpy", 0)
     tr, va = five[1]
-    alone = space.estimator(params, X, len(tr), "numpy", 0).fit_chosen(
-        LinearKernels(np.concatenate(X, 1)[tr], bank.kernels(params).spaces, "space"), Y[tr], cv.alphas)
-    np.testing.assert_allclose(oof[va], alone.predict(space.rows(X, va)), rtol=1e-3, atol=1e-4)
-    assert not np.allclose(oof[va], quick.predict(space.rows(X, va)), atol=1e-3)  # not the fit that saw them
+    alone = with_alphas(params, space.rows(X, tr), Y[tr], space.rows(X, va), cv.alphas)
+    np.testing.assert_allclose(oof[va], alone, rtol=1e-3, atol=1e-4)
+    seen = with_alphas(params, X, Y, space.rows(X, va), cv.alphas)
+    assert not np.allclose(oof[va], seen, atol=1e-3)  # not the fit that saw them
+    some = np.array([5, 1, 6])  # some columns only: the same numbers, nothing computed for the others
+    np.testing.assert_allclose(space.out_of_fold(params, bank, Y, five, cv.alphas, "numpy", 0, cols=some), oof[:, some],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(space.final_predictions(params, bank, Y, cv.alphas, "numpy", 0, cols=some),
+                               quick[:, some], rtol=1e-5, atol=1e-6)
     ridge = {"estimator": "ridge", "layer": "a", "n_components": 4}
     Xr = bank.design(ridge, "train")
     np.testing.assert_allclose(space.out_of_fold(ridge, bank, Y, five, None, "numpy", 0)[va], space.estimator(
@@ -207,14 +227,21 @@ def test_reduced_rank_trials_fit_the_responses_first_components():
     assert (space.cross_validate({**ridge, "response_rank": 2}, bank, Y, splits, None, "numpy", 0).score
             > space.cross_validate(ridge, bank, Y, splits, None, "numpy", 0).score + 0.05)
     # the final fit: every row's responses projected onto their own first 2 components
-    est = space.fit_final({**kernel, "response_rank": 2}, bank, Y, low.alphas, "numpy", 0)
+    pred = space.final_predictions({**kernel, "response_rank": 2}, bank, Y, low.alphas, "numpy", 0)
     Yc = Y - Y.mean(0)
     u, sv, vt = np.linalg.svd(Yc, full_matrices=False)
     target = (u[:, :2] * sv[:2]) @ vt[:2] + Y.mean(0)
-    direct = space.estimator(kernel, bank.design(kernel, "train"), 80, "numpy", 0).fit_chosen(
-        bank.kernels(kernel), target.astype(np.float32), low.alphas)
-    np.testing.assert_allclose(est.predict(bank.design(kernel, "test")), direct.predict(bank.design(kernel, "test")),
-                               rtol=1e-3, atol=1e-4)
+    direct = with_alphas(kernel, bank.design(kernel, "train"), target.astype(np.float32), bank.design(kernel, "test"),
+                         low.alphas)
+    np.testing.assert_allclose(pred, direct, rtol=1e-3, atol=1e-4)
+    tr, va = splits[0]  # a fold's predictions: fitted on the fold's own components
+    u, sv, vt = np.linalg.svd(Y[tr] - Y[tr].mean(0), full_matrices=False)
+    fold_target = (u[:, :2] * sv[:2]) @ vt[:2] + Y[tr].mean(0)
+    np.testing.assert_allclose(space.out_of_fold({**kernel, "response_rank": 2}, bank, Y, splits, low.alphas,
+                                                 "numpy", 0)[va],
+                               with_alphas(kernel, space.rows(bank.design(kernel, "train"), tr),
+                                           fold_target.astype(np.float32), space.rows(bank.design(kernel, "train"), va),
+                                           low.alphas), rtol=1e-3, atol=1e-4)
     assert space.describe({**kernel, "response_rank": 2}).endswith("rank 2")
     # the space offers it, capped by the scope's size
     ranks = [p.get("response_rank") for p in drawn(bank, ["ridge"], 5, 30)]
@@ -242,8 +269,7 @@ def test_kernel_trials_may_add_the_layers_global_averages():
     plain, rich = (space.cross_validate(p, bank, Y, splits, None, "numpy", 0) for p in (pooled, both))
     assert rich.score > plain.score + 0.1
     assert bank.kernels(both) is not bank.kernels(pooled) and bank.kernels(both) is bank.kernels(dict(both))
-    est = space.fit_final(both, bank, Y, rich.alphas, "numpy", 0)
-    assert est.predict(bank.design(both, "test")).shape == (6, 12)
+    assert space.final_predictions(both, bank, Y, rich.alphas, "numpy", 0).shape == (6, 12)
     assert space.describe(both) == "kernel pool + global weights 1:0.01"
     share = space.GLOBAL_SHARE  # each global band weighted as its layer: no more weights to search
     assert space.band_weights(both) == [1.0, 0.01, share * 1.0, share * 0.01]

@@ -20,7 +20,8 @@ vertices. The fitted model keeps the dual coefficients and the standardised trai
 ``MultipleKernelRidgeCV`` is banded ridge in the same dual form: a weighted sum of one kernel per
 feature space (layer), the weights fixed (one row: a search samples them per ROI) or chosen per
 vertex among candidate rows; ``fold_scores`` / ``cv_scores`` are the one-eigendecomposition-per-fold
-CV both estimators (and the search's trials) run.
+CV both estimators (and the search's trials) run; ``fold_predictions`` predicts other rows of the same kernels
+with given alphas (a search's refits and out-of-fold predictions), without a feature-space model.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+import scipy.linalg
 
 from core.encoding.estimators import DEFAULT_ALPHAS, BandedRidgeCV, RidgeCV
 from core.encoding.lowrank import response_basis
@@ -88,24 +90,22 @@ class LinearKernels:
             Ztr = (self.X[tr] - m) / sd
             Kv = None if va is None else ((self.X[va] - m) / sd) @ Ztr.T
             return Ztr @ Ztr.T, Kv
-        K = np.zeros((len(tr), len(tr)))
-        Kv = None if va is None else np.zeros((len(va), len(tr)))
-        for s, G in enumerate(self.G):
-            Gt = G[np.ix_(tr, tr)]
-            col = Gt.mean(0)
-            tot = col.mean()
-            Kc = Gt - col[:, None] - col[None, :] + tot
-            w = 1.0
-            if self.mode == "space":
-                var = np.trace(Kc) / (len(tr) * self.sizes[s])
-                raw = np.trace(Gt) / (len(tr) * self.sizes[s])
-                w = 1.0 / var if var > 1e-10 * raw + 1e-300 else 1.0
-            if weights is not None:
-                w *= weights[s] / self.sizes[s]
-            K += w * Kc
-            if va is not None:
-                Gv = G[np.ix_(va, tr)]
-                Kv += w * (Gv - Gv.mean(1)[:, None] - col[None, :] + tot)
+        # one weighted kernel, centred once (centring is linear); each space's scale from its training block's
+        # row sums and trace: the centred block's trace is the trace less n times the block's mean
+        n = len(tr)
+        sums = self.G @ np.bincount(tr, minlength=self.G.shape[1]).astype(np.float64)  # (spaces, rows)
+        tot = sums[:, tr].sum(1) / n ** 2
+        trace = np.einsum("sii->si", self.G)[:, tr].sum(1)
+        w = np.ones(len(self.G))
+        if self.mode == "space":
+            var, raw = (trace - n * tot) / (n * self.sizes), trace / (n * self.sizes)
+            w = np.where(var > 1e-10 * raw + 1e-300, 1.0 / np.where(var > 0, var, 1.0), 1.0)
+        if weights is not None:
+            w = w * np.asarray(weights, np.float64) / self.sizes
+        G = np.tensordot(w, self.G, axes=1)
+        row, tot_w = (w @ sums) / n, float(w @ tot)
+        K = G[np.ix_(tr, tr)] - row[tr][:, None] - row[tr][None, :] + tot_w
+        Kv = None if va is None else G[np.ix_(va, tr)] - row[va][:, None] - row[tr][None, :] + tot_w
         return K, Kv
 
 
@@ -190,22 +190,21 @@ def fold_bases(Y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], ranks:
     return [response_basis(Y, max(ranks), tr) for tr, _ in folds] if max(ranks) else None
 
 
-def _dual(kern: LinearKernels, rows: np.ndarray, Y: np.ndarray, alphas_t: np.ndarray,
-          weights: np.ndarray | None = None, ranks_t: np.ndarray | None = None,
-          basis: np.ndarray | None = None, y_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Dual coefficients ``(len(rows), n_vertices)`` and intercepts, each vertex with its alpha (float64 solve)
-    and, with ``ranks_t``, its targets' rank (projected onto the first columns of ``basis``, the ``rows``' components).
-    ``y_rows``: where the ``rows``' targets are in ``Y`` (default ``rows``: ``Y`` has one row per kernel row)."""
-    K, _ = kern.pair(rows, None, weights)
+def _dual(K: np.ndarray, Y: np.ndarray, y_rows: np.ndarray, alphas_t: np.ndarray, ranks_t: np.ndarray | None = None,
+          basis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dual coefficients ``(len(K), n_vertices)`` and intercepts of the kernel ``K`` of some rows (from
+    :meth:`LinearKernels.pair`) whose targets are rows ``y_rows`` of ``Y``, each vertex with its alpha (float64
+    solve) and, with ``ranks_t``, its targets' rank (projected onto the first columns of ``basis``, the rows'
+    components)."""
     s, U = np.linalg.eigh(K)
     s = np.clip(s, 0, None)
     t = Y.shape[1]
-    dual = np.empty((len(rows), t), np.float32)
+    dual = np.empty((len(K), t), np.float32)
     intercept = np.empty(t, np.float32)
-    step = _chunk(len(rows))
+    step = _chunk(len(K))
     for start in range(0, t, step):  # float64: at large alphas the dual is tiny
         sl = slice(start, min(t, start + step))
-        y, mu = _centred(Y, rows if y_rows is None else y_rows, sl)
+        y, mu = _centred(Y, y_rows, sl)
         if ranks_t is not None:
             for k in np.unique(ranks_t[sl]):
                 if k:
@@ -218,12 +217,32 @@ def _dual(kern: LinearKernels, rows: np.ndarray, Y: np.ndarray, alphas_t: np.nda
 
 
 def fold_predictions(kern: LinearKernels, tr: np.ndarray, va: np.ndarray, Y_tr: np.ndarray, alphas_t: np.ndarray,
-                     weights: np.ndarray | None = None) -> np.ndarray:
+                     weights: np.ndarray | None = None, basis: np.ndarray | None = None) -> np.ndarray:
     """Predictions for rows ``va`` of the kernel ridge fitted on rows ``tr`` (``Y_tr``: their targets, in
-    their order), each vertex with its alpha: through the kernels alone, no feature-space model."""
-    dual, intercept = _dual(kern, tr, Y_tr, np.asarray(alphas_t, np.float64), weights, y_rows=np.arange(len(tr)))
-    _, Kv = kern.pair(tr, va, weights)
-    return Kv.astype(np.float32) @ dual + intercept
+    their order), each vertex with its alpha: through the kernels alone, no feature-space model. ``basis``:
+    fit the targets' projection onto these orthonormal columns (reduced-rank targets, :mod:`core.encoding.lowrank`).
+
+    One Cholesky factorisation of ``K_tr + alpha I`` per alpha the vertices use (a tenth of an eigendecomposition's
+    cost, which pays when every alpha is needed, as in a CV): the prediction is ``K_va,tr (K_tr + alpha I)^-1 Y_tr``
+    (centred, plus the training mean); through a basis ``B``, ``(K_va,tr (K_tr + alpha I)^-1 B)(B' Y_tr)``."""
+    K, Kv = kern.pair(tr, va, weights)
+    alphas_t = np.asarray(alphas_t, np.float64)
+    out = np.empty((len(va), Y_tr.shape[1]), np.float32)
+    step = _chunk(len(tr))
+    for a in np.unique(alphas_t):
+        cols = np.flatnonzero(alphas_t == a)
+        M = K.copy()
+        M.flat[:: len(tr) + 1] += a
+        factor = scipy.linalg.cho_factor(M, overwrite_a=True, check_finite=False)
+        W = None if basis is None else Kv @ scipy.linalg.cho_solve(factor, basis, check_finite=False)
+        for start in range(0, len(cols), step):
+            c = cols[start:start + step]
+            y = np.asarray(Y_tr[:, c], dtype=np.float64)
+            mu = y.mean(0)
+            y -= mu
+            out[:, c] = (Kv @ scipy.linalg.cho_solve(factor, y, check_finite=False) if W is None
+                         else W @ (basis.T @ y)) + mu
+    return out
 
 
 class KernelRidgeCV(RidgeCV):
@@ -286,8 +305,8 @@ class KernelRidgeCV(RidgeCV):
     def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
         """Dual coefficients on ``rows`` with each vertex's alpha (and rank); keeps what ``predict`` needs."""
         m, sd = kern.stats(rows)
-        self.dual_coef_, self.intercept_ = _dual(kern, rows, Y, self.best_alphas_.astype(np.float64), None,
-                                                 *self._rank_args(Y, rows))
+        self.dual_coef_, self.intercept_ = _dual(kern.pair(rows, None)[0], Y, rows,
+                                                 self.best_alphas_.astype(np.float64), *self._rank_args(Y, rows))
         self._keep_rows(kern, rows, m, sd)
 
     def _keep_rows(self, kern: LinearKernels, rows: np.ndarray, m: np.ndarray, sd: np.ndarray) -> None:
@@ -426,23 +445,6 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         res = FitResult(None, None, best_alpha=best_a, best_score=best_r)
         return self._validate_and_refit(kern, X, Y, fit_rows, hold, res, progress)
 
-    def fit_chosen(self, kern: LinearKernels, Y: np.ndarray, alphas: np.ndarray) -> "MultipleKernelRidgeCV":
-        """Fit on every row of ``kern`` (Gram matrices already computed) with the one row of
-        ``kernel_weights`` and each vertex's ``alphas`` chosen elsewhere (a search's trial): no CV."""
-        gammas = self.candidate_weights(len(kern.sizes))
-        if len(gammas) != 1 or np.shape(alphas) != (Y.shape[1],):
-            raise UserError("fit_chosen takes one row of kernel weights and one alpha per vertex")
-        self.sizes_ = [int(s) for s in kern.sizes]
-        self.alphas_ = np.unique(np.asarray(alphas, np.float64))
-        self.kernel_weights_ = gammas
-        self.best_weight_index_ = np.zeros(Y.shape[1], np.int64)
-        self.best_kernel_weights_ = np.repeat(gammas.T, Y.shape[1], axis=1).astype(np.float32)
-        self.best_alphas_ = np.asarray(alphas, np.float32)
-        self.best_ranks_ = np.zeros(Y.shape[1], np.int64)  # Y as given (a search passes its reduced-rank targets)
-        with get_backend(self.backend).compute_threads():
-            self._solve(kern, np.arange(kern.X.shape[0]), Y)
-        return self
-
     def _solve(self, kern: LinearKernels, rows: np.ndarray, Y: np.ndarray) -> None:
         """Per used candidate: dual coefficients of its vertices; ``X_fit_`` holds the unit-weight features."""
         ones = np.ones(len(self.sizes_))
@@ -453,8 +455,8 @@ class MultipleKernelRidgeCV(KernelRidgeCV):
         ranks, basis = self._rank_args(Y, rows)
         for g in np.unique(self.best_weight_index_):
             idx = np.flatnonzero(self.best_weight_index_ == g)
-            d, b = _dual(kern, rows, Y[:, idx], self.best_alphas_[idx].astype(np.float64), self.kernel_weights_[g],
-                         None if ranks is None else ranks[idx], basis)
+            d, b = _dual(kern.pair(rows, None, self.kernel_weights_[g])[0], Y[:, idx], rows,
+                         self.best_alphas_[idx].astype(np.float64), None if ranks is None else ranks[idx], basis)
             self.dual_coef_[:, idx], self.intercept_[idx] = d, b
         self._keep_rows(kern, rows, m, sd)
 

@@ -77,13 +77,24 @@ class Bank:
                 train[reduction, layer] = np.ascontiguousarray(tr, dtype=np.float32)
                 test[reduction, layer] = np.ascontiguousarray(te, dtype=np.float32)
                 layers += [layer] if layer not in layers else []
-                spec = entry.meta.get("reduction") or {}
-                k = int(spec.get("pool_size", 1))
-                if spec.get("kind") == "pool" and k > 1:
+                k = _pooled(entry.meta)
+                if k > 1:
                     source = GLOBAL + reduction.removeprefix("pool")
                     train[source, layer] = global_average(train[reduction, layer], k)
                     test[source, layer] = global_average(test[reduction, layer], k)
         return cls(layers, train, test)
+
+    @staticmethod
+    def widths(paths: dict[str, dict[str, str]]) -> dict[tuple[str, str], int]:
+        """The features per source and layer :meth:`open` would give, from the entries' metadata alone."""
+        out = {}
+        for reduction, entries in paths.items():
+            for layer, path in entries.items():
+                meta = FeatureEntry.open(path).meta
+                out[reduction, layer] = int(meta["n_components"])
+                if (k := _pooled(meta)) > 1:
+                    out[GLOBAL + reduction.removeprefix("pool"), layer] = int(meta["n_components"]) // k ** 2
+        return out
 
     @property
     def reductions(self) -> list[str]:
@@ -106,28 +117,52 @@ class Bank:
     def max_components(self) -> int:
         return min(x.shape[1] for (r, _), x in self.train.items() if r.split("@")[0] == "pca")
 
+    @property
+    def n_train(self) -> int:
+        return next(iter(self.train.values())).shape[0]
+
+    @property
+    def n_test(self) -> int:
+        return next(iter(self.test.values())).shape[0] if self.test else 0
+
     def kernels(self, params: dict) -> LinearKernels:
-        """A kernel trial's Gram matrices on the training images (one space per band), computed once per
-        source and choice of global bands."""
+        """A kernel trial's Gram matrices (one space per band), computed once per source and choice of global
+        bands: rows ``0 .. n_train - 1`` are the training images, the test images follow (when the bank has
+        them), so that a final fit predicts the test set through the kernels alone (:func:`final_predictions`)."""
         key = (self.source(params, params["reduction"]), bool(params.get("global_bands")))
         if key not in self._kernels:
             bands = self.design(params, "train")
+            if all(k in self.test for k in self._keys(params)):
+                bands = [np.concatenate([x, t]) for x, t in zip(bands, self.design(params, "test"))]
             sizes = [x.shape[1] for x in bands]
             X = np.concatenate(bands, axis=1)
             self._kernels[key] = LinearKernels(X, space_labels(sizes, X.shape[1]), "space")
         return self._kernels[key]
 
+    def _keys(self, params: dict) -> list[tuple[str, str]]:
+        """The entries (source, layer) a trial's features come from, in band order."""
+        if params["estimator"] == "banded":
+            return [(self.source(params, "pca"), layer) for layer in self.layers]
+        if params["estimator"] == "kernel":
+            extra = [GLOBAL] if params.get("global_bands") else []
+            return [(self.source(params, red), layer) for red in [params["reduction"], *extra] for layer in self.layers]
+        return [(self.source(params, params.get("reduction", "pca")), params["layer"])]
+
     def design(self, params: dict, split: str) -> np.ndarray | list[np.ndarray]:
         """The features a trial's parameters name (a list of bands for banded and kernel ridge)."""
         store = self.train if split == "train" else self.test
+        X = [store[key] for key in self._keys(params)]
         if params["estimator"] == "banded":
-            return [store[self.source(params, "pca"), layer][:, : params["n_components"]] for layer in self.layers]
+            return [x[:, : params["n_components"]] for x in X]
         if params["estimator"] == "kernel":
-            extra = [GLOBAL] if params.get("global_bands") else []
-            return [store[self.source(params, red), layer] for red in [params["reduction"], *extra]
-                    for layer in self.layers]
-        X = store[self.source(params, params.get("reduction", "pca")), params["layer"]]
-        return X[:, : params["n_components"]] if params.get("reduction", "pca") == "pca" else X
+            return X
+        return X[0][:, : params["n_components"]] if params.get("reduction", "pca") == "pca" else X[0]
+
+
+def _pooled(meta: dict) -> int:
+    """An entry's pool size (1 unless it is a layer pooled to k x k)."""
+    spec = meta.get("reduction") or {}
+    return int(spec.get("pool_size", 1)) if spec.get("kind") == "pool" else 1
 
 
 def global_average(pooled: np.ndarray, pool_size: int) -> np.ndarray:
@@ -295,32 +330,48 @@ def _kernel_cv(params: dict, bank: Bank, Y: np.ndarray, splits: list, noise_ceil
     return CVResult(r, score(r, noise_ceiling), len(splits), clock["fit"], chosen)
 
 
-def fit_final(params: dict, bank: Bank, Y: np.ndarray, alphas: np.ndarray | None, backend: str, seed: int,
-              bases: dict | None = None):
-    """``params``' estimator fitted on every training image. A kernel trial's per-vertex ``alphas``
-    (from its CV) are kept and its Gram matrices come from the bank: one eigendecomposition, no CV.
-    ``bases``: ``Y``'s response components kept between the fits of several trials on it (:func:`train_targets`)."""
-    X = bank.design(params, "train")
-    est = estimator(params, X, Y.shape[0], backend, seed)
-    Y = train_targets(params, Y, np.arange(Y.shape[0]), bases)
+def final_predictions(params: dict, bank: Bank, Y: np.ndarray, alphas: np.ndarray | None, backend: str, seed: int,
+                      bases: dict | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+    """The test images' predictions of columns ``cols`` of ``Y`` (default all) by ``params``' estimator fitted on
+    every training image (on every column: PLS couples them). A kernel trial keeps the per-vertex ``alphas`` its
+    CV chose and goes through the bank's kernels (test rows included): no CV, no feature-space model, no other
+    columns. ``bases``: ``Y``'s response components kept between the fits of several trials on it
+    (:func:`train_targets`)."""
+    everything = np.arange(Y.shape[0])
     if params["estimator"] == "kernel" and alphas is not None:
-        return est.fit_chosen(bank.kernels(params), Y, alphas)
-    return est.fit(X, Y)
+        return _kernel_predict(params, bank, Y, everything, bank.n_train + np.arange(bank.n_test), alphas, bases, cols)
+    X = bank.design(params, "train")
+    targets = train_targets(params, Y, everything, bases)
+    pred = estimator(params, X, Y.shape[0], backend, seed).fit(X, targets).predict(bank.design(params, "test"))
+    return pred if cols is None else pred[:, cols]
 
 
 def out_of_fold(params: dict, bank: Bank, Y: np.ndarray, splits: list, alphas: np.ndarray | None, backend: str,
-                seed: int, bases: dict | None = None) -> np.ndarray:
-    """Every training image's prediction by ``params``' estimator fitted on the other folds ``(n, vertices)``
-    (a kernel trial with its chosen ``alphas``, as :func:`fit_final`): what an average of trials is scored on."""
+                seed: int, bases: dict | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+    """Every training image's prediction of columns ``cols`` of ``Y`` (default all) by ``params``' estimator fitted
+    on the other folds (a kernel trial with its chosen ``alphas``, as :func:`final_predictions`): what an average of
+    trials is scored on."""
     X = bank.design(params, "train")
-    out = np.zeros(Y.shape, np.float32)
+    out = np.zeros((Y.shape[0], Y.shape[1] if cols is None else len(cols)), np.float32)
     for tr, va in splits:
         if params["estimator"] == "kernel" and alphas is not None:  # through the bank's Gram matrices
-            out[va] = fold_predictions(bank.kernels(params), tr, va, train_targets(params, Y, tr, bases), alphas,
-                                       np.asarray(band_weights(params), np.float64))
+            out[va] = _kernel_predict(params, bank, Y, tr, va, alphas, bases, cols)
         else:
-            out[va] = _fold_predict(params, X, Y, tr, va, backend, seed, bases)
+            pred = _fold_predict(params, X, Y, tr, va, backend, seed, bases)
+            out[va] = pred if cols is None else pred[:, cols]
     return out
+
+
+def _kernel_predict(params: dict, bank: Bank, Y: np.ndarray, tr: np.ndarray, va: np.ndarray, alphas: np.ndarray,
+                    bases: dict | None, cols: np.ndarray | None) -> np.ndarray:
+    """A kernel trial fitted on training rows ``tr`` with its per-vertex ``alphas``, predicting columns ``cols``
+    (default all) for rows ``va`` of its kernels (training rows, then the test images): as in its CV, on its
+    reduced-rank targets when it has a rank (the components are the scope's, of every column)."""
+    rank = int(params.get("response_rank", 0))
+    basis = response_components(Y, tr, bases)[:, :rank] if rank else None
+    cols = np.arange(Y.shape[1]) if cols is None else cols
+    return fold_predictions(bank.kernels(params), tr, va, Y[np.ix_(tr, cols)], np.asarray(alphas)[cols],
+                            np.asarray(band_weights(params), np.float64), basis)
 
 
 def describe(params: dict) -> str:

@@ -418,70 +418,102 @@ def by_scope(used: list[Member], Y: np.ndarray) -> Iterator[tuple[Member, np.nda
         yield m, where, Ys, bases
 
 
-def assemble(cfg: SearchConfig, subject, bank: space.Bank, out: Path,
-             progress: Progress | None = None) -> SubjectResult:
-    """Each vertex's trials (:func:`members`) refit on all training images (each on its whole scope, as in
-    its CV: PLS couples the vertices) and their test predictions averaged. A vertex's CV r: its trial's,
-    or, where some vertex averages several, that of the average of its trials' out-of-fold predictions
-    (each trial's CV run again, kernel trials keeping the alphas their CV chose)."""
+def assemble_part(cfg: SearchConfig, subject, bank: space.Bank, out: Path, part: str,
+                  progress: Progress | None = None) -> tuple[PartResult, dict]:
+    """One part's result: each vertex's trials (:func:`members`) refit on all training images (each on its whole
+    scope, as in its CV: PLS couples the vertices) and their test predictions averaged. A vertex's CV r: its
+    trial's, or, where some vertex averages several, that of the average of its trials' out-of-fold predictions
+    (each trial's CV run again, kernel trials keeping the alphas their CV chose). Also returns what each of the
+    part's scopes chose (``metrics.json``'s ``search``)."""
     import optuna
 
     st = storage(artifacts.study_storage(out))
     splits = kfold_splits(subject.n_train, cfg.folds, cfg.seed)
-    all_scopes = scopes(subject, cfg.scope)
-    results, chosen = {}, {}
-    parts = subject.parts
-    for i, hemi in enumerate(parts):
-        Y_all = np.asarray(subject.responses(hemi), dtype=np.float32)
-        n_v = Y_all.shape[1]
-        val_r = np.full(n_v, np.nan, np.float32)
-        pred = np.zeros((subject.n_test, n_v), np.float32)
-        nc_all = subject.noise_ceiling(hemi)
-        studies, bests = [], {}
-        for sc in [s for s in all_scopes if s.part == hemi]:
-            study = optuna.load_study(study_name=study_name(subject, sc), storage=st)
-            bests[sc.name] = _best(study)
-            if bests[sc.name] is not None:
-                studies.append((sc, study))
-            elif needed(subject, sc):
-                raise UserError(f"{subject.name} {sc.name}: no trial of this scope finished "
-                                "(raise --timeout or --trials)")
-        used = members(cfg, studies, out, bank, Y_all, splits, nc_all)
-        oof = np.zeros_like(Y_all) if any(m.share.min() < 1 for m in used) else None
-        for j, (m, where, Y, bases) in enumerate(by_scope(used, Y_all)):
-            est = space.fit_final(m.params, bank, Y, m.alphas, cfg.backend, cfg.seed, bases)
-            cols = where[m.cols]
-            pred[:, cols] += m.share * est.predict(bank.design(m.params, "test"))[:, m.cols]
-            if oof is None:
-                val_r[cols] = m.r[m.cols]
-            else:
-                oof[:, cols] += m.share * space.out_of_fold(m.params, bank, Y, splits, m.alphas, cfg.backend,
-                                                            cfg.seed, bases)[:, m.cols]
-            report(progress, (i + (j + 1) / len(used)) / len(parts), f"{hemi}: refit {m.scope.name}")
-        if oof is not None:  # as cross_validate scores: the mean over the folds of each fold's r
-            covered = taken(used)
-            val_r[covered] = np.mean([np.nan_to_num(pearson_r(Y_all[va][:, covered], oof[va][:, covered]))
-                                      for _, va in splits], axis=0)
-        for sc, study in studies:
-            best = bests[sc.name]
-            params = best.user_attrs["params"]
-            chosen[study_name(subject, sc)] = {
-                "scope": sc.name, "hemi": hemi, "n_vertices": int(sc.mask.sum()), "params": params,
-                "label": space.describe(params), "cv_score": float(best.value), "trial": int(best.number),
-                "n_trials": len(study.get_trials(deepcopy=False)),
-                "members": [{"trial": int(m.trial.number), "label": space.describe(m.params),
-                             "cv_score": float(m.trial.value), "n_vertices": int(m.cols.size)}
-                            for m in used if m.scope.name == sc.name],
-            }
-        metrics = part_metrics(val_r, subject.roi_masks(hemi), nc_all)
-        metrics["scopes_used"] = sorted({k for k, v in chosen.items() if v["hemi"] == hemi})
-        results[hemi] = PartResult(hemi, val_r, pred, metrics)
+    Y_all = np.asarray(subject.responses(part), dtype=np.float32)
+    n_v = Y_all.shape[1]
+    val_r = np.full(n_v, np.nan, np.float32)
+    pred = np.zeros((subject.n_test, n_v), np.float32)
+    nc_all = subject.noise_ceiling(part)
+    studies, bests = [], {}
+    for sc in [s for s in scopes(subject, cfg.scope) if s.part == part]:
+        study = optuna.load_study(study_name=study_name(subject, sc), storage=st)
+        bests[sc.name] = _best(study)
+        if bests[sc.name] is not None:
+            studies.append((sc, study))
+        elif needed(subject, sc):
+            raise UserError(f"{subject.name} {sc.name}: no trial of this scope finished "
+                            "(raise --timeout or --trials)")
+    used = members(cfg, studies, out, bank, Y_all, splits, nc_all)
+    oof = np.zeros_like(Y_all) if any(m.share.min() < 1 for m in used) else None
+    for j, (m, where, Y, bases) in enumerate(by_scope(used, Y_all)):
+        cols = where[m.cols]
+        pred[:, cols] += m.share * space.final_predictions(m.params, bank, Y, m.alphas, cfg.backend, cfg.seed,
+                                                           bases, m.cols)
+        if oof is None:
+            val_r[cols] = m.r[m.cols]
+        else:
+            oof[:, cols] += m.share * space.out_of_fold(m.params, bank, Y, splits, m.alphas, cfg.backend,
+                                                        cfg.seed, bases, m.cols)
+        report(progress, (j + 1) / len(used), f"{part}: refit {m.scope.name}")
+    if oof is not None:  # as cross_validate scores: the mean over the folds of each fold's r
+        covered = taken(used)
+        val_r[covered] = np.mean([np.nan_to_num(pearson_r(Y_all[va][:, covered], oof[va][:, covered]))
+                                  for _, va in splits], axis=0)
+    chosen = {}
+    for sc, study in studies:
+        best = bests[sc.name]
+        params = best.user_attrs["params"]
+        chosen[study_name(subject, sc)] = {
+            "scope": sc.name, "hemi": part, "n_vertices": int(sc.mask.sum()), "params": params,
+            "label": space.describe(params), "cv_score": float(best.value), "trial": int(best.number),
+            "n_trials": len(study.get_trials(deepcopy=False)),
+            "members": [{"trial": int(m.trial.number), "label": space.describe(m.params),
+                         "cv_score": float(m.trial.value), "n_vertices": int(m.cols.size)}
+                        for m in used if m.scope.name == sc.name],
+        }
+    metrics = part_metrics(val_r, subject.roi_masks(part), nc_all)
+    metrics["scopes_used"] = sorted(chosen)
+    return PartResult(part, val_r, pred, metrics), chosen
+
+
+def _assemble_worker(spec: dict) -> tuple[PartResult, dict]:
+    """:func:`assemble_part` in a worker process (a plain function of a dict, as :func:`work`)."""
+    from threadpoolctl import threadpool_limits
+
+    cfg = SearchConfig.from_dict(spec["config"])
+    subject = layout_of(cfg.data, [spec["subject"]]).subject(spec["subject"])
+    with threadpool_limits(spec["threads"]):
+        return assemble_part(cfg, subject, space.Bank.open(spec["bank"]), Path(spec["out"]), spec["part"])
+
+
+def assemble(cfg: SearchConfig, number: int, subject, bank_paths: dict[str, dict[str, str]], out: Path,
+             progress: Progress | None = None) -> SubjectResult:
+    """Every part's result (:func:`assemble_part`) and subject ``number``'s summary. With ``cfg.jobs`` > 1 the
+    parts (hemispheres, tracks) are assembled in parallel local processes, each opening the bank itself."""
+    parts = list(subject.parts)
+    jobs = min(cfg.jobs, len(parts))
+    done: dict[str, tuple[PartResult, dict]] = {}
+    if jobs > 1:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        specs = {p: {"config": cfg.to_dict(), "subject": number, "bank": bank_paths,
+                     "out": str(out), "part": p, "threads": threads} for p in parts}
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_assemble_worker, spec): p for p, spec in specs.items()}
+            for k, f in enumerate(cf.as_completed(futures)):
+                done[futures[f]] = f.result()
+                report(progress, (k + 1) / len(parts), f"{futures[f]}: assembled")
+    else:
+        bank = space.Bank.open(bank_paths)
+        for i, p in enumerate(parts):
+            done[p] = assemble_part(cfg, subject, bank, out, p, scaled(progress, i / len(parts), (i + 1) / len(parts)))
+    results = {p: done[p][0] for p in parts}
+    chosen = {k: v for p in parts for k, v in done[p][1].items()}
     info = {
         "subject": subject.name, "data": str(subject.root),
         "estimator": {"kind": "search", "scope": cfg.scope, "estimators": cfg.estimators,
                       "top_trials": cfg.top_trials, "average_trials": cfg.average_trials},
-        "features": [{"name": f"{cfg.model}:{layer}", "n_features": int(x.shape[1]), "source": src}
-                     for (src, layer), x in bank.train.items()],
+        "features": [{"name": f"{cfg.model}:{layer}", "n_features": n, "source": src}
+                     for (src, layer), n in space.Bank.widths(bank_paths).items()],
         "validation": {"kind": "kfold", "n_folds": cfg.folds, "seed": cfg.seed, "n_train": int(subject.n_train),
                        "note": "CV r of each vertex's average of its chosen trials (chosen on the same folds)"},
         "hemispheres": {h: r.metrics for h, r in results.items()},
@@ -600,7 +632,7 @@ def run_search(cfg: SearchConfig, out: Path, *, progress: Progress | None = None
             _run_workers(specs, poll)
         poll()
         with timed(timings, "assemble", log):
-            result = assemble(cfg, subject, space.Bank.open(bank_paths), out, scaled(step, 0.9, 1.0))
+            result = assemble(cfg, s, subject, bank_paths, out, scaled(step, 0.9, 1.0))
         metrics[subject.name] = layout.write_subject(out, result, subject, state)
         metrics[subject.name]["scopes"] = {k: v["label"] for k, v in result.info["search"].items()}
         if log is not None:
