@@ -523,3 +523,34 @@ def test_search_on_the_2021_layout(demo2021_root, env, tmp_path):
     assert kinds.check_config("search", cfg)["frames"] == [2, 4]
     with pytest.raises(UserError, match="scope 'class' does not apply"):
         kinds.check_config("search", {**cfg, "scope": "class"})
+
+
+def test_an_assembly_worker_ends_itself_when_its_search_is_killed():
+    """A killed search's assembly worker would block for ever sending its result: ``_end_with`` ends it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = ("import os, time\nfrom core.search import study\nstudy._end_with(os.getppid())\n"
+             "print('watching', flush=True)\ntime.sleep(120)\n")
+    middle = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\n"
+                               f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+                               "print(p.pid, flush=True)\ntime.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
+    pid = int(middle.stdout.readline())
+    time.sleep(3.0)  # the child imports and starts watching
+
+    def alive() -> bool:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                return "\nState:\tZ" not in f.read()  # a zombie has ended
+        except FileNotFoundError:
+            return False
+
+    assert alive()
+    os.kill(middle.pid, signal.SIGKILL)
+    middle.wait()
+    deadline = time.time() + 15
+    while alive() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not alive()

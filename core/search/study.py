@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import sqlite3
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -476,6 +477,17 @@ def assemble_part(cfg: SearchConfig, subject, bank: space.Bank, out: Path, part:
     return PartResult(part, val_r, pred, metrics), chosen
 
 
+def _end_with(parent: int) -> None:
+    """A worker process's initializer: the process ends itself once ``parent`` (the search) is gone. A killed
+    search's assembly worker would otherwise block for ever sending its large result to a pipe no one reads."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _assemble_worker(spec: dict) -> tuple[PartResult, dict]:
     """:func:`assemble_part` in a worker process (a plain function of a dict, as :func:`work`)."""
     from threadpoolctl import threadpool_limits
@@ -497,7 +509,8 @@ def assemble(cfg: SearchConfig, number: int, subject, bank_paths: dict[str, dict
         threads = max(1, (os.cpu_count() or 1) // jobs)
         specs = {p: {"config": cfg.to_dict(), "subject": number, "bank": bank_paths,
                      "out": str(out), "part": p, "threads": threads} for p in parts}
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_end_with, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_assemble_worker, spec): p for p, spec in specs.items()}
             for k, f in enumerate(cf.as_completed(futures)):
                 done[futures[f]] = f.result()
