@@ -292,6 +292,15 @@ def work(spec: dict) -> int:
     return ran
 
 
+def _local_work(spec: dict) -> int:
+    """:func:`work` in a local worker process, which ends once its search is gone: the pool's queue would
+    otherwise keep it waiting for the next task for ever."""
+    ran = work(spec)
+    if os.getppid() != spec["parent"]:
+        os._exit(0)
+    return ran
+
+
 def _run_workers(specs: list[dict], poll: Callable[[], None]) -> None:
     """Run ``work(spec)`` for every spec in parallel: local processes, or Ray tasks with ``$BES_RAY_ADDRESS``."""
     address = os.environ.get("BES_RAY_ADDRESS")
@@ -300,7 +309,7 @@ def _run_workers(specs: list[dict], poll: Callable[[], None]) -> None:
         return
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=len(specs), mp_context=ctx) as pool:
-        futures = [pool.submit(work, {**s, "parent": os.getpid()}) for s in specs]
+        futures = [pool.submit(_local_work, {**s, "parent": os.getpid()}) for s in specs]
         pending = set(futures)
         while pending:
             done, pending = cf.wait(pending, timeout=1.0)
