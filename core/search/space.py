@@ -79,7 +79,7 @@ class Bank:
                 layers += [layer] if layer not in layers else []
                 k = _pooled(entry.meta)
                 if k > 1:
-                    source = GLOBAL + reduction.removeprefix("pool")
+                    source = _global_source(reduction)
                     train[source, layer] = global_average(train[reduction, layer], k)
                     test[source, layer] = global_average(test[reduction, layer], k)
         return cls(layers, train, test)
@@ -93,7 +93,7 @@ class Bank:
                 meta = FeatureEntry.open(path).meta
                 out[reduction, layer] = int(meta["n_components"])
                 if (k := _pooled(meta)) > 1:
-                    out[GLOBAL + reduction.removeprefix("pool"), layer] = int(meta["n_components"]) // k ** 2
+                    out[_global_source(reduction), layer] = int(meta["n_components"]) // k ** 2
         return out
 
     @property
@@ -157,6 +157,11 @@ class Bank:
         if params["estimator"] == "kernel":
             return X
         return X[0][:, : params["n_components"]] if params.get("reduction", "pca") == "pca" else X[0]
+
+
+def _global_source(reduction: str) -> str:
+    """The bank source of a pooled source's global averages (``pool@16`` -> ``global@16``)."""
+    return GLOBAL + reduction.removeprefix("pool")
 
 
 def _pooled(meta: dict) -> int:

@@ -252,7 +252,7 @@ def work(spec: dict) -> int:
     ran = 0
 
     def orphaned() -> bool:  # a local worker whose search was killed stops after its trial
-        return spec.get("parent") is not None and os.getppid() != spec["parent"]
+        return _gone(spec.get("parent"))
 
     def wanted(scope: Scope) -> bool:
         study = studies[scope.name]
@@ -292,11 +292,16 @@ def work(spec: dict) -> int:
     return ran
 
 
+def _gone(parent: int | None) -> bool:
+    """Whether this local worker process's search (pid ``parent``; None: not a local worker) is gone."""
+    return parent is not None and os.getppid() != parent
+
+
 def _local_work(spec: dict) -> int:
     """:func:`work` in a local worker process, which ends once its search is gone: the pool's queue would
     otherwise keep it waiting for the next task for ever."""
     ran = work(spec)
-    if os.getppid() != spec["parent"]:
+    if _gone(spec["parent"]):
         os._exit(0)
     return ran
 
@@ -490,7 +495,7 @@ def _end_with(parent: int) -> None:
     """A worker process's initializer: the process ends itself once ``parent`` (the search) is gone. A killed
     search's assembly worker would otherwise block for ever sending its large result to a pipe no one reads."""
     def watch() -> None:
-        while os.getppid() == parent:
+        while not _gone(parent):
             time.sleep(1.0)
         os._exit(1)
 
